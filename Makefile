@@ -1,0 +1,50 @@
+# vae-sweeps: `make demo` and `make test` work on a fresh machine with Python 3.10+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+# torch: a CPU build where no NVIDIA GPU is visible (small, fast to install), the default
+# CUDA build otherwise. Override either, e.g. `make TORCH=torch==2.13.0 TORCH_INDEX=URL`.
+HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAVE_GPU),yes)
+TORCH ?= torch>=2.4
+else
+TORCH ?= torch==2.13.0
+endif
+TORCH_INDEX ?=
+EXTRAS ?= dev
+
+.PHONY: install lint format test demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/shellcheck run_agent.sh .ci/run
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest
+
+demo: install
+	WANDB_MODE=offline ./run_agent.sh --local sweeps/smoke.yaml --agents 2
+	$(BIN)/python -m analysis report outputs/wandb --out reports/smoke
+
+bench: install
+	$(BIN)/python bench/trainer_overhead.py
+	$(BIN)/python bench/trial_overhead.py
+	$(BIN)/python bench/analysis_scale.py
+
+clean:
+	rm -rf outputs reports logs

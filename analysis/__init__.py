@@ -1,0 +1,1 @@
+"""Read a sweep's runs back, judge each by the metrics guide, and write a report."""

@@ -1,0 +1,1 @@
+"""Sweep files: validation, the embedded local engine (Optuna) and agents."""

@@ -1,0 +1,375 @@
+"""The one typed config: names, types, defaults and validation of every hyperparameter.
+
+The trainer, the sweep validator and the analysis all read it. It imports neither
+torch nor MONAI, so a sweep validator can check thousands of combinations quickly.
+
+Precedence, lowest first: defaults -> ``--config FILE.yaml`` -> ``--key=value`` on the
+command line -> the sweep's values in ``wandb.config`` (applied by the trainer).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import ConfigError, UserError
+
+RECON_LOSSES = ("l1", "l2")
+DATA_SOURCES = ("synthetic", "folder", "mni152")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PERCEPTUAL_NETWORKS = (
+    "alex",
+    "vgg",
+    "squeeze",
+    "radimagenet_resnet50",
+    "medicalnet_resnet10_23datasets",
+    "medicalnet_resnet50_23datasets",
+    "resnet50",
+)
+
+
+def _opt(kind: str, group: str, help: str, choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"kind": kind, "group": group, "help": help, "choices": choices}
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- model: monai.networks.nets.AutoencoderKL ---------------------------------------
+    spatial_dims: int = field(default=2, metadata=_opt("int", "model", "2 for images, 3 for volumes"))
+    in_channels: int = field(default=1, metadata=_opt("int", "model", "image channels (1 for MRI/CT)"))
+    latent_channels: int = field(default=3, metadata=_opt("int", "model", "channels of the latent z"))
+    channels: tuple[int, ...] = field(
+        default=(32, 64, 64),
+        metadata=_opt("ints", "model", "channels per level; the image shrinks 2x per extra level"),
+    )
+    num_res_blocks: int | tuple[int, ...] = field(
+        default=1, metadata=_opt("int_or_ints", "model", "res blocks per level (one int or one per level)")
+    )
+    attention_levels: tuple[bool, ...] | None = field(
+        default=None,
+        metadata=_opt("bools_or_none", "model", "attention per level; None = none (level 0 is ~20x slower)"),
+    )
+    norm_num_groups: int = field(
+        default=16, metadata=_opt("int", "model", "GroupNorm groups; must divide every channel count")
+    )
+    nonlocal_attn: bool = field(
+        default=True, metadata=_opt("bool", "model", "MONAI's mid-block attention in encoder and decoder")
+    )
+
+    # --- training --------------------------------------------------------------------------
+    batch_size: int = field(default=8, metadata=_opt("int", "training", "images per optimizer step"))
+    lr: float = field(default=2e-4, metadata=_opt("float", "training", "Adam learning rate"))
+    max_epochs: int = field(default=10, metadata=_opt("int", "training", "epochs to train"))
+    kl_weight: float = field(
+        default=1e-6, metadata=_opt("float", "training", "weight of the KL term (MONAI recipe: ~1e-6)")
+    )
+    perceptual_weight: float = field(
+        default=0.0,
+        metadata=_opt("float", "training", "weight of the perceptual loss; 0 = off (needs local weights)"),
+    )
+    perceptual_network: str = field(
+        default="squeeze",
+        metadata=_opt("choice", "training", "backbone of MONAI's PerceptualLoss", PERCEPTUAL_NETWORKS),
+    )
+    perceptual_weights_path: str | None = field(
+        default=None,
+        metadata=_opt("str_or_none", "training", "local weights file for the perceptual backbone"),
+    )
+    recon_loss: str = field(
+        default="l1", metadata=_opt("choice", "training", "reconstruction loss", RECON_LOSSES)
+    )
+    seed: int = field(default=0, metadata=_opt("int", "training", "seeds data, init and sampling"))
+    precision: str = field(
+        default="auto",
+        metadata=_opt("choice", "training", "auto = bf16/fp16 autocast on CUDA, fp32 on CPU", PRECISIONS),
+    )
+    compile: bool = field(
+        default=False, metadata=_opt("bool", "training", "torch.compile the model (slow first step)")
+    )
+
+    # --- data ------------------------------------------------------------------------------
+    data_source: str = field(
+        default="synthetic",
+        metadata=_opt("choice", "data", "synthetic blobs, a folder of images, or MNI152 slices", DATA_SOURCES),
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=_opt("str_or_none", "data", "folder of PNG/JPEG/NIfTI images (data_source=folder)"),
+    )
+    image_size: int = field(
+        default=64,
+        metadata=_opt("int", "data", "side of the square/cubic images; divisible by 2**(levels-1)"),
+    )
+    n_train: int = field(default=64, metadata=_opt("int", "data", "training images (synthetic, mni152)"))
+    n_val: int = field(default=16, metadata=_opt("int", "data", "validation images (synthetic, mni152)"))
+    val_fraction: float = field(
+        default=0.2,
+        metadata=_opt("float", "data", "validation share of a folder without train/ and val/"),
+    )
+    augment: bool = field(
+        default=False, metadata=_opt("bool", "data", "random flips/rotations/affine on training images")
+    )
+    num_workers: int = field(default=0, metadata=_opt("int", "data", "DataLoader worker processes"))
+
+    # --- logging and outputs ---------------------------------------------------------------
+    max_val_triplets: int | None = field(
+        default=None,
+        metadata=_opt("int_or_none", "logging", "cap on val/triplet_stepXXX images; None = all samples"),
+    )
+    log_every: int = field(
+        default=1,
+        metadata=_opt("int", "logging", "flush per-step losses every N steps (one row per step)"),
+    )
+    output_dir: str = field(
+        default="outputs", metadata=_opt("str", "logging", "checkpoints and wandb/ go under it")
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-friendly values (lists, not tuples), as logged to W&B."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    # Derived values: what the model actually gets.
+    @property
+    def levels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def res_blocks_per_level(self) -> tuple[int, ...]:
+        if isinstance(self.num_res_blocks, int):
+            return (self.num_res_blocks,) * self.levels
+        return tuple(self.num_res_blocks)
+
+    @property
+    def attention_per_level(self) -> tuple[bool, ...]:
+        if self.attention_levels is None:
+            return (False,) * self.levels
+        return tuple(self.attention_levels)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (self.levels - 1)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
+DEFAULTS: dict[str, Any] = Config().to_dict()
+
+
+# --- parsing ---------------------------------------------------------------------------------
+def _literal(raw: Any) -> Any:
+    """Read a command-line string the way ``wandb agent``'s ``${args}`` writes it (Python reprs)."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if text.lower() in ("none", "null", "~"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(key, value, "must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ConfigError(key, value, "must be an integer")
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, value, "must be a number")
+    return float(value)
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(key, value, "must be true or false")
+
+
+def _as_list(key: str, value: Any, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(key, value, f"must be a list of {what}")
+
+
+def coerce(key: str, raw: Any) -> Any:
+    """Check one value against its field's type; convert reprs and lists. Raises ConfigError."""
+    if key not in FIELDS:
+        raise unknown_key(key, raw)
+    kind = FIELDS[key].metadata["kind"]
+    value = _literal(raw)
+    if kind == "int":
+        return _as_int(key, value)
+    if kind == "float":
+        return _as_float(key, value)
+    if kind == "bool":
+        return _as_bool(key, value)
+    if kind in ("str", "choice"):
+        if not isinstance(value, str):
+            value = str(raw) if isinstance(raw, str) else value
+        if not isinstance(value, str):
+            raise ConfigError(key, value, "must be a string")
+        choices = FIELDS[key].metadata["choices"]
+        if choices and value not in choices:
+            raise ConfigError(key, value, f"must be one of {', '.join(choices)}")
+        return value
+    if kind == "str_or_none":
+        if value is None:
+            return None
+        return str(raw) if isinstance(raw, str) else str(value)
+    if kind == "int_or_none":
+        return None if value is None else _as_int(key, value)
+    if kind == "ints":
+        return tuple(_as_int(key, v) for v in _as_list(key, value, "integers"))
+    if kind == "int_or_ints":
+        if isinstance(value, (list, tuple)):
+            return tuple(_as_int(key, v) for v in value)
+        return _as_int(key, value)
+    if kind == "bools_or_none":
+        if value is None:
+            return None
+        return tuple(_as_bool(key, v) for v in _as_list(key, value, "booleans"))
+    raise AssertionError(f"unhandled kind {kind!r} for {key}")
+
+
+def unknown_key(key: str, value: Any) -> ConfigError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(key, value, f"unknown config key{hint}")
+
+
+# --- validation -------------------------------------------------------------------------------
+def check(cfg: Config) -> None:
+    """Rules across keys. Raises ConfigError on the first broken one."""
+    positive = ("in_channels", "latent_channels", "norm_num_groups", "batch_size", "max_epochs")
+    for key in (*positive, "image_size", "n_train", "n_val", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(key, getattr(cfg, key), "must be >= 1")
+    if cfg.spatial_dims not in (2, 3):
+        raise ConfigError("spatial_dims", cfg.spatial_dims, "must be 2 or 3")
+    if not cfg.channels:
+        raise ConfigError("channels", list(cfg.channels), "must list at least one level")
+    for c in cfg.channels:
+        if c < 1:
+            raise ConfigError("channels", list(cfg.channels), "every channel count must be >= 1")
+        if c % cfg.norm_num_groups:
+            raise ConfigError(
+                "channels",
+                list(cfg.channels),
+                f"every channel count must be a multiple of norm_num_groups={cfg.norm_num_groups}",
+            )
+    if not isinstance(cfg.num_res_blocks, int) and len(cfg.num_res_blocks) != cfg.levels:
+        raise ConfigError(
+            "num_res_blocks",
+            list(cfg.num_res_blocks),
+            f"needs one entry per level of channels ({cfg.levels}), or a single integer",
+        )
+    if any(n < 1 for n in cfg.res_blocks_per_level):
+        raise ConfigError("num_res_blocks", cfg.num_res_blocks, "must be >= 1")
+    if cfg.attention_levels is not None and len(cfg.attention_levels) != cfg.levels:
+        raise ConfigError(
+            "attention_levels",
+            list(cfg.attention_levels),
+            f"needs one entry per level of channels ({cfg.levels})",
+        )
+    if cfg.image_size % cfg.downsample_factor:
+        raise ConfigError(
+            "image_size",
+            cfg.image_size,
+            f"must be divisible by 2**(len(channels)-1) = {cfg.downsample_factor}",
+        )
+    if not cfg.lr > 0:
+        raise ConfigError("lr", cfg.lr, "must be > 0")
+    for key in ("kl_weight", "perceptual_weight"):
+        if not getattr(cfg, key) >= 0:
+            raise ConfigError(key, getattr(cfg, key), "must be >= 0")
+    if not 0 < cfg.val_fraction < 1:
+        raise ConfigError("val_fraction", cfg.val_fraction, "must be between 0 and 1 (exclusive)")
+    if cfg.max_val_triplets is not None and cfg.max_val_triplets < 0:
+        raise ConfigError("max_val_triplets", cfg.max_val_triplets, "must be >= 0 or None")
+    if cfg.num_workers < 0:
+        raise ConfigError("num_workers", cfg.num_workers, "must be >= 0")
+    if cfg.data_source == "folder" and not cfg.data_dir:
+        raise ConfigError("data_dir", cfg.data_dir, "is required when data_source=folder")
+    if cfg.data_source == "mni152" and cfg.spatial_dims != 2:
+        raise ConfigError("spatial_dims", cfg.spatial_dims, "data_source=mni152 gives 2D slices: use 2")
+
+
+def build(*layers: Mapping[str, Any]) -> Config:
+    """Defaults, then each layer in order (later wins); every value type-checked, then rules."""
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, raw in layer.items():
+            values[key] = coerce(key, raw)
+    cfg = Config(**values)
+    check(cfg)
+    return cfg
+
+
+# --- sources ------------------------------------------------------------------------------
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A flat ``key: value`` YAML file (W&B's ``key: {value: v}`` form is accepted too)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in data.items()}
+
+
+def parse_cli(argv: Iterable[str]) -> dict[str, Any]:
+    """``--key=value`` or ``--key value`` pairs, as ``wandb agent``'s ``${args}`` renders them."""
+    out: dict[str, Any] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise UserError(f"unexpected argument {arg!r}: use --key=value")
+        key, sep, raw = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(key, None, "needs a value: --key=value")
+            raw = args[i + 1]
+            i += 1
+        key = key.replace("-", "_")
+        if key not in FIELDS:
+            raise unknown_key(key, raw)
+        out[key] = raw
+        i += 1
+    return out
+
+
+def help_text() -> str:
+    """Every key with its default, grouped, for ``python -m trainer --help``."""
+    lines: list[str] = []
+    group = None
+    for f in fields(Config):
+        meta = f.metadata
+        if meta["group"] != group:
+            group = meta["group"]
+            lines.append(f"\n{group}:")
+        default = DEFAULTS[f.name]
+        lines.append(f"  {f'--{f.name}={default!r}':<36} {meta['help']}")
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Errors a user can cause: each becomes one line on stderr and exit status 2.
+
+Bugs are not wrapped here; they keep their traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+USER_ERROR_EXIT = 2
+
+
+class UserError(Exception):
+    """Bad input: a config typo, an invalid sweep file, a missing data folder..."""
+
+
+class ConfigError(UserError):
+    """A config key whose value breaks a rule: names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: object, rule: str):
+        self.key, self.value, self.rule = key, value, rule
+        super().__init__(f"{key}={value!r}: {rule}")
+
+
+def run_cli(main: Callable[[list[str] | None], int], prog: str) -> None:
+    """Run ``main``; turn a UserError into one line on stderr and exit status 2."""
+    try:
+        code = main(None)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        code = USER_ERROR_EXIT
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,41 @@
+"""Metric names of the metrics contract (SPEC section 2), defined once.
+
+The trainer logs them, the analysis reads them, the sweeps optimise one of them and
+the tests check them: import these constants, never retype the strings.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Per optimizer step, against TRAIN_STEP.
+TRAIN_STEP = "train/step"
+TRAIN_RECON = "train/recon_loss"
+TRAIN_KL = "train/kl_loss"
+TRAIN_PERCEPTUAL = "train/perceptual_loss"
+TRAIN_LOSS = "train/loss"
+LR = "lr"
+# First batch of every epoch, against TRAIN_STEP.
+TRAIN_TRIPLETS = "train/triplets"
+
+# End of every epoch, against EPOCH.
+EPOCH = "epoch"
+VAL_RECON = "val/recon_loss"
+VAL_KL = "val/kl_loss"
+VAL_BEST_RECON = "val/best_recon_loss"
+TIME_PER_EPOCH = "time_per_epoch"
+VAL_TRIPLET_PREFIX = "val/triplet_step"
+VAL_TRIPLET_PATTERN = re.compile(r"^val/triplet_step(\d{3,})$")
+
+# What sweeps optimise: a plain best-so-far scalar, so the run summary holds the best value.
+SWEEP_METRIC = VAL_BEST_RECON
+SWEEP_GOAL = "minimize"
+
+# Summary keys the trainer sets when a run ends.
+SUMMARY_STATUS = "status"  # "finished", "stopped", "preempted" or "diverged"
+SUMMARY_DIVERGED = "diverged"  # True when a loss became NaN or inf
+
+
+def val_triplet_key(index: int) -> str:
+    """``val/triplet_step000`` for the first validation sample, and so on."""
+    return f"{VAL_TRIPLET_PREFIX}{index:03d}"

@@ -13,7 +13,7 @@ else
 TORCH ?= torch==2.13.0
 endif
 TORCH_INDEX ?=
-EXTRAS ?= dev
+EXTRAS ?= dev,mni152
 
 .PHONY: install lint format test demo bench clean
 

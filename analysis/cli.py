@@ -1,0 +1,136 @@
+"""``python -m analysis report SOURCE [--sweep ID] [--out DIR] [--tag] [--<threshold> V ...]``.
+
+SOURCE is one of:
+- a folder: every offline (or synced) W&B run under it, read with ``wandb leet inspect --json``;
+- ``ENTITY/PROJECT/SWEEP_ID``: the sweep's runs through the W&B public API;
+- a local sweep id (8 characters, as ``python -m sweeper create`` prints it): the offline runs of
+  that sweep under ``outputs/wandb`` (or ``$WANDB_DIR/wandb``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from analysis.diagnose import THRESHOLD_FIELDS, Thresholds
+from trainer.errors import UserError
+
+LOCAL_SWEEP_ID = re.compile(r"^[a-z0-9]{8}$")
+API_PATH = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+$")
+DEFAULT_RUNS_DIR = Path("outputs") / "wandb"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="analysis", description="Judge a sweep's runs and write a report."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("report", help="verdicts, plots and next sweep for one sweep")
+    r.add_argument("source", help="folder of runs, ENTITY/PROJECT/SWEEP_ID, or a local sweep id")
+    r.add_argument(
+        "--sweep", help="only the runs of this sweep id (a folder holding several sweeps)"
+    )
+    r.add_argument(
+        "--out", type=Path, help="report folder (default reports/<sweep id or folder name>)"
+    )
+    r.add_argument(
+        "--tag", action="store_true", help="W&B source: write each verdict to its run as a tag"
+    )
+    r.add_argument(
+        "--workers", type=int, default=0, help="runs read at once (default 2 x CPUs, at most 16)"
+    )
+    r.add_argument(
+        "--top", type=int, default=12, help="runs drawn one by one in the plots (best first)"
+    )
+    r.add_argument(
+        "--running-window",
+        type=float,
+        default=120.0,
+        help="a run without exit record written within this many seconds is running, else crashed",
+    )
+    t = r.add_argument_group("thresholds (see analysis/diagnose.py)")
+    for name, f in THRESHOLD_FIELDS.items():
+        kind = int if f.type in ("int", int) else float
+        flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"})
+        t.add_argument(
+            *flags,
+            dest=name,
+            type=kind,
+            default=f.default,
+            help=f"{f.metadata['help']} (default {f.default})",
+        )
+    return p
+
+
+def _resolve(source: str, sweep: str | None) -> tuple[str, Path | str, str | None]:
+    """("folder", path, sweep) or ("api", path, None)."""
+    path = Path(source)
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{source}: not a folder of W&B runs")
+        return "folder", path, sweep
+    if LOCAL_SWEEP_ID.match(source):
+        root = (
+            Path(os.environ["WANDB_DIR"]) / "wandb"
+            if os.environ.get("WANDB_DIR")
+            else DEFAULT_RUNS_DIR
+        )
+        if not root.is_dir():
+            raise UserError(f"{source}: local sweep id, but {root} holds no runs")
+        return "folder", root, source
+    if API_PATH.match(source):
+        return "api", source, None
+    raise UserError(
+        f"{source}: no such folder, and not ENTITY/PROJECT/SWEEP_ID or a local sweep id"
+    )
+
+
+def _default_out(kind: str, where: Path | str, sweep: str | None) -> Path:
+    if sweep:
+        return Path("reports") / sweep
+    if kind == "api":
+        return Path("reports") / str(where).rsplit("/", 1)[-1]
+    folder = Path(where).resolve()
+    return Path("reports") / (folder.parent.name if folder.name == "wandb" else folder.name)
+
+
+def main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    th = Thresholds(**{name: getattr(args, name) for name in THRESHOLD_FIELDS})
+    kind, where, sweep = _resolve(args.source, args.sweep)
+    if args.tag and kind != "api":
+        raise UserError("--tag writes verdicts to W&B runs: use it with ENTITY/PROJECT/SWEEP_ID")
+
+    # Imported here so that a bad argument fails fast, before matplotlib and Optuna load.
+    from analysis import judge, report
+
+    handles = None
+    if kind == "folder":
+        from analysis.offline import read_folder
+
+        runs = read_folder(Path(where), sweep, args.workers, args.running_window)
+        fetch = report.copy_local
+    else:
+        from analysis import wandb_api
+
+        runs, handles = wandb_api.read_sweep(str(where), workers=args.workers or 8)
+        fetch = wandb_api.media_fetcher(handles)
+    judged = judge.judge(runs, th)
+    if handles is not None:
+        for j in [j for j in judged if j.run.state == "finished"][: report.TRIPLET_RUNS]:
+            wandb_api.load_triplet_refs(handles, j.run)
+    out = args.out or _default_out(kind, where, sweep)
+    title = sweep or (str(where) if kind == "api" else Path(where).name)
+    report.write_report(judged, out, title, th, top=args.top, fetch=fetch)
+    if args.tag:
+        wandb_api.tag_verdicts(handles, {j.row["run_id"]: j.row["verdict"] for j in judged})
+    counts = {}
+    for j in judged:
+        counts[j.row["verdict"]] = counts.get(j.row["verdict"], 0) + 1
+    print(f"{len(judged)} runs: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    print(
+        f"report: {out / 'report.html'} (also report.md, verdicts.json, verdicts.csv, next_sweep.yaml)"
+    )
+    return 0

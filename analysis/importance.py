@@ -1,0 +1,70 @@
+"""Hyperparameter importance with Optuna's fANOVA, from the finished runs of a sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from trainer import metrics as M
+
+MIN_RUNS = 3
+
+
+def _distribution(values: list[Any]):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if all(isinstance(v, bool) for v in values):
+        return CategoricalDistribution(sorted({json.dumps(v) for v in values})), json.dumps
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return IntDistribution(min(values), max(values)), int
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        low, high = float(min(values)), float(max(values))
+        # Spans of more than a decade (lr, kl_weight) are read on a log scale.
+        log = low > 0 and high / low > 10
+        return FloatDistribution(low, high, log=log), float
+    # Lists (channels) and anything else: categories, encoded as JSON strings (FACTS: Optuna).
+    return CategoricalDistribution(sorted({json.dumps(v, sort_keys=True) for v in values})), (
+        lambda v: json.dumps(v, sort_keys=True)
+    )
+
+
+def importance(
+    rows: list[dict[str, Any]], params: list[str]
+) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances of ``params`` for the best val loss; or None and why not."""
+    done = [
+        r
+        for r in rows
+        if r["state"] == "finished"
+        and r["best_val_recon_loss"] is not None
+        and all(p in r["config"] for p in params)
+    ]
+    varying = [
+        p for p in params if len({json.dumps(r["config"][p], sort_keys=True) for r in done}) > 1
+    ]
+    if len(done) < MIN_RUNS or not varying:
+        return None, (
+            f"needs at least {MIN_RUNS} finished runs whose hyperparameters differ"
+            f" ({len(done)} finished with a validation loss, {len(varying)} varying hyperparameters)"
+        )
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    dists = {p: _distribution([r["config"][p] for r in done]) for p in varying}
+    study = optuna.create_study(direction="minimize")
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={p: enc(r["config"][p]) for p, (_, enc) in dists.items()},
+                distributions={p: d for p, (d, _) in dists.items()},
+                value=r["best_val_recon_loss"],
+            )
+            for r in done
+        ]
+    )
+    result = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    return {k: float(v) for k, v in result.items() if math.isfinite(v)}, (
+        f"fANOVA (Optuna, seed 0) over {len(done)} finished runs, target: best {M.VAL_RECON}"
+    )

@@ -1,0 +1,204 @@
+"""Read offline (and synced online) runs from disk with W&B's own reader.
+
+W&B 0.31 has no Python reader for ``run-<id>.wandb`` files; ``wandb leet inspect --json``
+prints one JSON record a line. That command is a thin Python wrapper (about 1.5 s of start-up)
+around the ``wandb-core`` binary, so we call the binary with the same arguments the wrapper
+passes, and fall back to the wrapper when the binary is not where wandb keeps it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from analysis.records import CRASHED, FAILED, FINISHED, PREEMPTED, RUNNING, RunRecord, merge
+from trainer import metrics as M
+from trainer.errors import UserError
+
+PREEMPTED_EXIT = 75
+# Keys kept from history rows; everything else (media metadata, _runtime...) is dropped early.
+TRAIN_PREFIX = "train/"
+TRIPLET_PATH = ".path"
+
+
+def find_run_files(root: Path) -> list[Path]:
+    """Every ``run-<id>.wandb`` under ``root`` in an ``offline-run-*`` or ``run-*`` folder.
+
+    ``os.walk`` does not follow symlinks, so ``latest-run`` is not read twice.
+    """
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in ("files", "logs", "tmp", "media")]
+        name = os.path.basename(dirpath)
+        if not (name.startswith("offline-run-") or name.startswith("run-")):
+            continue
+        found.extend(
+            Path(dirpath, f) for f in filenames if f.startswith("run-") and f.endswith(".wandb")
+        )
+    return sorted(found)
+
+
+def core_path() -> str | None:
+    """The ``wandb-core`` binary shipped in the wandb wheel, found without importing wandb."""
+    spec = importlib.util.find_spec("wandb")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), "bin", "wandb-core")
+    return str(path) if path.exists() else None
+
+
+def inspect_command(run_file: Path, core: str | None) -> list[str]:
+    if core:
+        # What `wandb leet inspect --json FILE` runs (wandb/cli/leet.py), minus its start-up.
+        return [core, "leet", "inspect", "--no-observability", "--json", "--run-file",
+                str(run_file), str(run_file.parent.parent)]  # fmt: skip
+    wandb_cli = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
+    return [wandb_cli, "leet", "inspect", "--json", str(run_file)]
+
+
+def read_raw(run_file: Path, core: str | None) -> str:
+    proc = subprocess.run(inspect_command(run_file, core), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"{run_file}: wandb leet inspect failed: {proc.stderr.strip()[:200]}")
+    return proc.stdout
+
+
+def _number(value: object) -> float | None:
+    """History values: numbers, or the strings "NaN"/"Infinity" W&B writes for non-finite ones."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_records(
+    lines: Iterable[str], run_file: Path, now: float, running_window_s: float
+) -> RunRecord:
+    """A RunRecord from the JSON lines of one ``.wandb`` file (one piece of a run)."""
+    run_id = run_file.stem.removeprefix("run-")
+    rec = RunRecord(run_id=run_id, sources=[str(run_file.parent)])
+    files_dir = run_file.parent / "files"
+    last_step: float | None = None
+    last_values: dict[str, object] = {}
+    explicit_summary: dict[str, object] = {}
+    exit_code: int | None = None
+    for line in lines:
+        # Every line starts with {"num":N,"type":"KIND": find the kind without parsing the line.
+        start = line.find('"type":"', 0, 40) + 8
+        kind = line[start : line.find('"', start)]
+        if kind == "history":
+            item = json.loads(line)["history"]["item"]
+            _history_row(rec, item, files_dir, last_step)
+            if M.TRAIN_STEP in item:
+                last_step = _number(item[M.TRAIN_STEP])
+            last_values.update(item)
+        elif kind == "summary":
+            # Most summary records mirror a history row (they carry _step); only explicit
+            # ``run.summary[...] = ...`` updates add information.
+            if '"_step":' in line or '"_wandb.runtime"' in line:
+                continue
+            explicit_summary.update(json.loads(line)["summary"]["update"])
+        elif kind == "run":
+            run = json.loads(line)["run"]
+            rec.config.update(run.get("config", {}).get("update", {}))
+            rec.sweep_id = run.get("sweep_id") or None
+            rec.name = run.get("display_name") or run_id
+        elif kind == "config":
+            rec.config.update(json.loads(line)["config"].get("update", {}))
+        elif kind == "exit":
+            exit_code = int(json.loads(line)["exit"].get("exit_code", 0))
+    rec.config.pop("_wandb", None)
+    rec.name = rec.name or run_id
+    rec.summary = {k: v for k, v in last_values.items() if not k.startswith("_") and "." not in k}
+    rec.summary.update(explicit_summary)
+    rec.exit_code = exit_code
+    rec.state = _state(exit_code, run_file, now, running_window_s)
+    if not rec.config and not rec.train and not rec.val:
+        rec.notes.append("the log holds no records (the process was killed before W&B flushed)")
+    return rec
+
+
+def _state(exit_code: int | None, run_file: Path, now: float, running_window_s: float) -> str:
+    if exit_code is None:
+        # No exit record: still being written, or killed. A live run's file grows every few
+        # seconds (history, system stats), so an old file means a dead process.
+        fresh = now - run_file.stat().st_mtime <= running_window_s
+        return RUNNING if fresh else CRASHED
+    if exit_code == 0:
+        return FINISHED
+    if exit_code == PREEMPTED_EXIT:
+        return PREEMPTED
+    return FAILED
+
+
+def _history_row(rec: RunRecord, item: dict, files_dir: Path, last_step: float | None) -> None:
+    if M.TRAIN_STEP in item:
+        row = {M.TRAIN_STEP: _number(item[M.TRAIN_STEP])}
+        for key, value in item.items():
+            if key.startswith(TRAIN_PREFIX) and "." not in key:
+                row[key] = _number(value)
+        rec.train.append(row)
+        path = item.get(M.TRAIN_TRIPLETS + TRIPLET_PATH)
+        # A resumed piece starts mid-run: its epoch is known only after its first val row.
+        epoch = int(rec.val[-1][M.EPOCH]) + 1 if rec.val else (1 if row[M.TRAIN_STEP] == 1 else 0)
+        if path and epoch:
+            rec.train_triplets[epoch] = str(files_dir / path)
+    if M.EPOCH in item:
+        row = {k: _number(v) for k, v in item.items() if not k.startswith("_") and "." not in k}
+        row["end_step"] = last_step if last_step is not None else math.nan
+        epoch = int(row[M.EPOCH])
+        rec.val.append(row)
+        paths = sorted(
+            (k, v)
+            for k, v in item.items()
+            if k.endswith(TRIPLET_PATH) and M.VAL_TRIPLET_PATTERN.match(k[: -len(TRIPLET_PATH)])
+        )
+        if paths:
+            rec.val_triplets[epoch] = [str(files_dir / v) for _, v in paths]
+
+
+def read_file(run_file: Path, core: str | None, now: float, running_window_s: float) -> RunRecord:
+    return parse_records(read_raw(run_file, core).splitlines(), run_file, now, running_window_s)
+
+
+def read_folder(
+    root: Path, sweep: str | None = None, workers: int = 0, running_window_s: float = 120.0
+) -> list[RunRecord]:
+    """Every run under ``root`` (pieces of a resumed run merged), optionally of one sweep."""
+    files = find_run_files(root)
+    if not files:
+        raise UserError(f"{root}: no W&B runs found (no offline-run-*/run-*.wandb under it)")
+    core = core_path()
+    now = time.time()
+    workers = workers or default_workers()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pieces = list(pool.map(lambda f: read_file(f, core, now, running_window_s), files))
+    by_id: dict[str, list[RunRecord]] = {}
+    # Folder names start with the start time, so sorting by folder puts resumed pieces in order.
+    for piece in sorted(pieces, key=lambda r: Path(r.sources[0]).name):
+        by_id.setdefault(piece.run_id, []).append(piece)
+    runs = [merge(parts) for parts in by_id.values()]
+    if sweep:
+        runs = [r for r in runs if r.sweep_id == sweep]
+        if not runs:
+            raise UserError(f"{root}: no run of sweep {sweep!r} among {len(by_id)} runs")
+    return runs
+
+
+def default_workers() -> int:
+    return min(16, 2 * (os.cpu_count() or 1))

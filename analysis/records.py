@@ -1,0 +1,79 @@
+"""The neutral run record: what every source (offline files, the W&B API) is turned into.
+
+Everything after the adapters (diagnosis, report, next sweep) works on ``RunRecord`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer import metrics as M
+
+# Run states, W&B's words where W&B has one.
+FINISHED = "finished"
+RUNNING = "running"
+CRASHED = "crashed"
+FAILED = "failed"
+PREEMPTED = "preempted"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    name: str = ""
+    sweep_id: str | None = None
+    state: str = CRASHED
+    exit_code: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    # One dict per optimizer step: TRAIN_STEP, TRAIN_RECON and any other train/* scalar.
+    train: list[dict[str, float]] = field(default_factory=list)
+    # One dict per finished epoch: EPOCH, VAL_RECON, TIME_PER_EPOCH, ... plus "end_step", the
+    # last TRAIN_STEP logged before this epoch's row (maps steps to epochs exactly).
+    val: list[dict[str, float]] = field(default_factory=list)
+    # epoch -> image references for the triplets (local paths offline, media paths via the API).
+    val_triplets: dict[int, list[str]] = field(default_factory=dict)
+    train_triplets: dict[int, str] = field(default_factory=dict)
+    # Where the run came from: the offline folders, or the W&B run path.
+    sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val)
+
+
+END_STEP = "end_step"
+
+
+def merge(parts: list[RunRecord]) -> RunRecord:
+    """One record from the pieces of a run resumed after preemption (same run id).
+
+    Pieces are taken in the order given (oldest first). A step or an epoch logged twice
+    (steps redone after restoring the last checkpoint) keeps its latest value.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    last = parts[-1]
+    out = RunRecord(run_id=last.run_id, name=last.name, sweep_id=last.sweep_id)
+    steps: dict[float, dict[str, float]] = {}
+    epochs: dict[float, dict[str, float]] = {}
+    for part in parts:
+        out.config.update(part.config)
+        out.summary.update(part.summary)
+        out.sweep_id = part.sweep_id or out.sweep_id
+        out.name = part.name or out.name
+        for row in part.train:
+            steps[row[M.TRAIN_STEP]] = row
+        for row in part.val:
+            epochs[row[M.EPOCH]] = row
+        out.val_triplets.update(part.val_triplets)
+        out.train_triplets.update(part.train_triplets)
+        out.sources.extend(part.sources)
+        out.notes.extend(part.notes)
+    out.train = [steps[k] for k in sorted(steps)]
+    out.val = [epochs[k] for k in sorted(epochs)]
+    out.state, out.exit_code = last.state, last.exit_code
+    out.notes.append(f"resumed: read from {len(parts)} pieces of the same run")
+    return out

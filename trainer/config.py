@@ -22,6 +22,11 @@ from trainer.errors import ConfigError, UserError
 RECON_LOSSES = ("l1", "l2")
 DATA_SOURCES = ("synthetic", "folder", "mni152")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Axial slices of the MNI152 T1 template (nilearn's copy) with brain on at least 5% of the
+# slice; trainer/data.py selects them by that rule and a test checks the two agree.
+MNI152_SLICES = 137
+# create_test_image_2d/3d draw blobs of radius up to image_size // 4 and need room for them.
+MIN_SYNTHETIC_SIZE = 8
 PERCEPTUAL_NETWORKS = (
     "alex",
     "vgg",
@@ -40,41 +45,59 @@ def _opt(kind: str, group: str, help: str, choices: tuple[str, ...] = ()) -> dic
 @dataclass(frozen=True)
 class Config:
     # --- model: monai.networks.nets.AutoencoderKL ---------------------------------------
-    spatial_dims: int = field(default=2, metadata=_opt("int", "model", "2 for images, 3 for volumes"))
-    in_channels: int = field(default=1, metadata=_opt("int", "model", "image channels (1 for MRI/CT)"))
-    latent_channels: int = field(default=3, metadata=_opt("int", "model", "channels of the latent z"))
+    spatial_dims: int = field(
+        default=2, metadata=_opt("int", "model", "2 for images, 3 for volumes")
+    )
+    in_channels: int = field(
+        default=1, metadata=_opt("int", "model", "image channels (1 for MRI/CT)")
+    )
+    latent_channels: int = field(
+        default=3, metadata=_opt("int", "model", "channels of the latent z")
+    )
     channels: tuple[int, ...] = field(
         default=(32, 64, 64),
         metadata=_opt("ints", "model", "channels per level; the image shrinks 2x per extra level"),
     )
     num_res_blocks: int | tuple[int, ...] = field(
-        default=1, metadata=_opt("int_or_ints", "model", "res blocks per level (one int or one per level)")
+        default=1,
+        metadata=_opt("int_or_ints", "model", "res blocks per level (one int or one per level)"),
     )
     attention_levels: tuple[bool, ...] | None = field(
         default=None,
-        metadata=_opt("bools_or_none", "model", "attention per level; None = none (level 0 is ~20x slower)"),
+        metadata=_opt(
+            "bools_or_none", "model", "attention per level; None = none (level 0 is ~20x slower)"
+        ),
     )
     norm_num_groups: int = field(
-        default=16, metadata=_opt("int", "model", "GroupNorm groups; must divide every channel count")
+        default=16,
+        metadata=_opt("int", "model", "GroupNorm groups; must divide every channel count"),
     )
     nonlocal_attn: bool = field(
-        default=True, metadata=_opt("bool", "model", "MONAI's mid-block attention in encoder and decoder")
+        default=True,
+        metadata=_opt("bool", "model", "MONAI's mid-block attention in encoder and decoder"),
     )
 
     # --- training --------------------------------------------------------------------------
-    batch_size: int = field(default=8, metadata=_opt("int", "training", "images per optimizer step"))
+    batch_size: int = field(
+        default=8, metadata=_opt("int", "training", "images per optimizer step")
+    )
     lr: float = field(default=2e-4, metadata=_opt("float", "training", "Adam learning rate"))
     max_epochs: int = field(default=10, metadata=_opt("int", "training", "epochs to train"))
     kl_weight: float = field(
-        default=1e-6, metadata=_opt("float", "training", "weight of the KL term (MONAI recipe: ~1e-6)")
+        default=1e-6,
+        metadata=_opt("float", "training", "weight of the KL term (MONAI recipe: ~1e-6)"),
     )
     perceptual_weight: float = field(
         default=0.0,
-        metadata=_opt("float", "training", "weight of the perceptual loss; 0 = off (needs local weights)"),
+        metadata=_opt(
+            "float", "training", "weight of the perceptual loss; 0 = off (needs local weights)"
+        ),
     )
     perceptual_network: str = field(
         default="squeeze",
-        metadata=_opt("choice", "training", "backbone of MONAI's PerceptualLoss", PERCEPTUAL_NETWORKS),
+        metadata=_opt(
+            "choice", "training", "backbone of MONAI's PerceptualLoss", PERCEPTUAL_NETWORKS
+        ),
     )
     perceptual_weights_path: str | None = field(
         default=None,
@@ -86,40 +109,54 @@ class Config:
     seed: int = field(default=0, metadata=_opt("int", "training", "seeds data, init and sampling"))
     precision: str = field(
         default="auto",
-        metadata=_opt("choice", "training", "auto = bf16/fp16 autocast on CUDA, fp32 on CPU", PRECISIONS),
+        metadata=_opt(
+            "choice", "training", "auto = bf16/fp16 autocast on CUDA, fp32 on CPU", PRECISIONS
+        ),
     )
     compile: bool = field(
-        default=False, metadata=_opt("bool", "training", "torch.compile the model (slow first step)")
+        default=False,
+        metadata=_opt("bool", "training", "torch.compile the model (slow first step)"),
     )
 
     # --- data ------------------------------------------------------------------------------
     data_source: str = field(
         default="synthetic",
-        metadata=_opt("choice", "data", "synthetic blobs, a folder of images, or MNI152 slices", DATA_SOURCES),
+        metadata=_opt(
+            "choice", "data", "synthetic blobs, a folder of images, or MNI152 slices", DATA_SOURCES
+        ),
     )
     data_dir: str | None = field(
         default=None,
-        metadata=_opt("str_or_none", "data", "folder of PNG/JPEG/NIfTI images (data_source=folder)"),
+        metadata=_opt(
+            "str_or_none", "data", "folder of PNG/JPEG/NIfTI images (data_source=folder)"
+        ),
     )
     image_size: int = field(
         default=64,
         metadata=_opt("int", "data", "side of the square/cubic images; divisible by 2**(levels-1)"),
     )
-    n_train: int = field(default=64, metadata=_opt("int", "data", "training images (synthetic, mni152)"))
-    n_val: int = field(default=16, metadata=_opt("int", "data", "validation images (synthetic, mni152)"))
+    n_train: int = field(
+        default=64, metadata=_opt("int", "data", "training images (synthetic, mni152)")
+    )
+    n_val: int = field(
+        default=16, metadata=_opt("int", "data", "validation images (synthetic, mni152)")
+    )
     val_fraction: float = field(
         default=0.2,
         metadata=_opt("float", "data", "validation share of a folder without train/ and val/"),
     )
     augment: bool = field(
-        default=False, metadata=_opt("bool", "data", "random flips/rotations/affine on training images")
+        default=False,
+        metadata=_opt("bool", "data", "random flips/rotations/affine on training images"),
     )
     num_workers: int = field(default=0, metadata=_opt("int", "data", "DataLoader worker processes"))
 
     # --- logging and outputs ---------------------------------------------------------------
     max_val_triplets: int | None = field(
         default=None,
-        metadata=_opt("int_or_none", "logging", "cap on val/triplet_stepXXX images; None = all samples"),
+        metadata=_opt(
+            "int_or_none", "logging", "cap on val/triplet_stepXXX images; None = all samples"
+        ),
     )
     log_every: int = field(
         default=1,
@@ -131,7 +168,9 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML/JSON-friendly values (lists, not tuples), as logged to W&B."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     # Derived values: what the model actually gets.
     @property
@@ -305,7 +344,41 @@ def check(cfg: Config) -> None:
     if cfg.data_source == "folder" and not cfg.data_dir:
         raise ConfigError("data_dir", cfg.data_dir, "is required when data_source=folder")
     if cfg.data_source == "mni152" and cfg.spatial_dims != 2:
-        raise ConfigError("spatial_dims", cfg.spatial_dims, "data_source=mni152 gives 2D slices: use 2")
+        raise ConfigError(
+            "spatial_dims", cfg.spatial_dims, "data_source=mni152 gives 2D slices: use 2"
+        )
+    if cfg.data_source == "mni152" and cfg.in_channels != 1:
+        raise ConfigError(
+            "in_channels", cfg.in_channels, "data_source=mni152 gives 1-channel images: use 1"
+        )
+    if cfg.data_source == "mni152" and cfg.n_train + cfg.n_val > MNI152_SLICES:
+        raise ConfigError(
+            "n_train",
+            cfg.n_train,
+            f"n_train + n_val (= {cfg.n_train + cfg.n_val}) must be <= {MNI152_SLICES}, "
+            "the usable slices of the MNI152 template",
+        )
+    if cfg.data_source == "synthetic" and cfg.image_size < MIN_SYNTHETIC_SIZE:
+        raise ConfigError(
+            "image_size",
+            cfg.image_size,
+            f"must be >= {MIN_SYNTHETIC_SIZE} for data_source=synthetic",
+        )
+    if (
+        cfg.perceptual_weight > 0
+        and cfg.perceptual_network.startswith("medicalnet")
+        and cfg.spatial_dims != 3
+    ):
+        raise ConfigError(
+            "perceptual_network", cfg.perceptual_network, "MedicalNet backbones need spatial_dims=3"
+        )
+    if cfg.perceptual_weights_path and cfg.perceptual_network != "resnet50":
+        raise ConfigError(
+            "perceptual_weights_path",
+            cfg.perceptual_weights_path,
+            "only MONAI's resnet50 backbone loads a local file: use perceptual_network=resnet50 "
+            "(other backbones read the torch hub cache under TORCH_HOME)",
+        )
 
 
 def build(*layers: Mapping[str, Any]) -> Config:

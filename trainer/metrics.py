@@ -24,6 +24,8 @@ VAL_RECON = "val/recon_loss"
 VAL_KL = "val/kl_loss"
 VAL_BEST_RECON = "val/best_recon_loss"
 TIME_PER_EPOCH = "time_per_epoch"
+# Training phase only (steps and their logging, no validation): what bench/ compares.
+TRAIN_TIME_PER_EPOCH = "train_time_per_epoch"
 VAL_TRIPLET_PREFIX = "val/triplet_step"
 VAL_TRIPLET_PATTERN = re.compile(r"^val/triplet_step(\d{3,})$")
 
@@ -34,6 +36,11 @@ SWEEP_GOAL = "minimize"
 # Summary keys the trainer sets when a run ends.
 SUMMARY_STATUS = "status"  # "finished", "stopped", "preempted" or "diverged"
 SUMMARY_DIVERGED = "diverged"  # True when a loss became NaN or inf
+SUMMARY_BEST_EPOCH = "best_epoch"  # epoch of val/best_recon_loss
+SUMMARY_EPOCHS = "epochs_completed"
+SUMMARY_PARAMETERS = "parameters"  # trainable parameters of the model
+SUMMARY_RUN_DIR = "run_dir"  # where checkpoint.pt, best.pt and progress.jsonl are
+STATUSES = ("finished", "stopped", "preempted", "diverged")
 
 
 def val_triplet_key(index: int) -> str:

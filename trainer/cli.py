@@ -1,0 +1,66 @@
+"""``python -m trainer [--config FILE.yaml] [--key=value ...]``: parse, validate, train.
+
+The whole config is checked before torch is imported, so a typo costs milliseconds. Layers,
+lowest first: defaults, ``--config`` file, ``--key=value`` arguments, then the sweep's values
+(``WANDB_SWEEP_PARAM_PATH``, the file ``wandb agent`` hands to ``wandb.init``), read here too
+so that a bad sweep value fails before W&B starts; ``run.config`` stays the final authority.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from trainer.config import Config, build, help_text, load_yaml, parse_cli
+from trainer.errors import UserError
+
+USAGE = """usage: python -m trainer [--config FILE.yaml] [--key=value ...]
+
+Train MONAI's AutoencoderKL once and log it to Weights & Biases (offline with WANDB_MODE=offline).
+Values are Python literals, as `wandb agent` writes them: --channels=[32, 64] --augment=True.
+Precedence: defaults < --config file < --key=value < the sweep's values in wandb.config.
+Exit status: 0 finished or stopped (SIGTERM), 2 bad input, 3 diverged, 75 preempted (SIGUSR1).
+"""
+
+
+def split_config_file(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--config FILE`` / ``--config=FILE`` out of argv."""
+    path, rest, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise UserError("--config needs a file: --config FILE.yaml")
+            path, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+        i += 1
+    return path, rest
+
+
+def resolve(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """The validated Config for these arguments (and a sweep's parameter file, if any)."""
+    environ = os.environ if environ is None else environ
+    path, rest = split_config_file(argv)
+    layers = []
+    if path:
+        layers.append(load_yaml(path))
+    layers.append(parse_cli(rest))
+    sweep_params = environ.get("WANDB_SWEEP_PARAM_PATH")
+    if sweep_params:
+        layers.append(load_yaml(sweep_params))
+    return build(*layers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(USAGE + help_text())
+        return 0
+    cfg = resolve(argv)
+    from trainer import train  # torch, MONAI and wandb load only for a valid config
+
+    return train.run(cfg)

@@ -1,0 +1,316 @@
+"""One training run, as ``wandb agent`` (or the local engine) starts it: the flat loop.
+
+Importing this module loads torch, MONAI and wandb but initialises no CUDA, installs no
+signal handler and starts no run, so a fork server can import it once and call
+``trainer.cli.main(argv)`` in each forked child.
+
+Stages: resolve device -> load data and optional perceptual loss (bad input fails here,
+before W&B starts) -> ``wandb.init`` (a sweep's values in ``run.config`` win; checked again)
+-> restore a checkpoint of this run id if there is one -> epochs of (steps, validation,
+epoch row, checkpoint) -> summary and exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import wandb
+from tqdm import tqdm
+
+from trainer import checkpoint, logger
+from trainer import data as datasets
+from trainer import metrics as m
+from trainer.config import Config, build
+from trainer.errors import UserError
+from trainer.model import build_model, build_perceptual, forward, losses
+
+EXIT_FINISHED = 0
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later (W&B requeues after mark_preempting)
+EXIT_CRASHED = 1
+DEFAULT_PROJECT = "vae-sweeps"
+
+
+class Signals:
+    """SIGTERM (stop) and SIGUSR1 (preemption) only set flags; the loop acts between steps."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.preempt = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGUSR1, self._on_preempt)
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stop = True
+
+    def _on_preempt(self, signum, frame) -> None:
+        self.preempt = True
+
+    @property
+    def pending(self) -> bool:
+        return self.stop or self.preempt
+
+
+@dataclass
+class Prepared:
+    """Everything built from the config before training that can fail on bad input."""
+
+    cfg: Config
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    data: datasets.Data
+    perceptual: torch.nn.Module | None
+
+
+def resolve_device(cfg: Config) -> tuple[torch.device, torch.dtype | None]:
+    """CUDA when present (bf16 autocast where supported, else fp16 + GradScaler), else CPU fp32."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if cfg.precision == "auto":
+            return torch.device("cuda"), torch.bfloat16 if bf16_ok else torch.float16
+        if cfg.precision == "bf16" and not bf16_ok:
+            raise UserError(
+                "precision='bf16': this GPU does not support bfloat16; use fp16 or auto"
+            )
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        return torch.device("cuda"), dtypes[cfg.precision]
+    if cfg.precision == "fp16":
+        raise UserError("precision='fp16' needs a CUDA GPU; use auto, fp32 or bf16 on CPU")
+    return torch.device("cpu"), torch.bfloat16 if cfg.precision == "bf16" else None
+
+
+def prepare(cfg: Config) -> Prepared:
+    device, amp_dtype = resolve_device(cfg)
+    data = datasets.load(cfg)
+    return Prepared(cfg, device, amp_dtype, data, build_perceptual(cfg))
+
+
+def run(cfg: Config) -> int:
+    """Train one run; returns the exit status (see README: 0, 2, 3 or 75)."""
+    signals = Signals()
+    signals.install()
+    tty = sys.stdout.isatty()  # before wandb wraps stdout to capture the console
+    prepared = prepare(cfg)
+    wandb_dir = None
+    if not os.environ.get("WANDB_DIR"):
+        wandb_dir = cfg.output_dir
+        Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    wandb_run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        dir=wandb_dir,
+        config=cfg.to_dict(),
+        # A requeued or restarted run comes back with the same WANDB_RUN_ID.
+        resume=os.environ.get("WANDB_RESUME") or "allow",
+    )
+    try:
+        # run.config holds the sweep's values (WANDB_SWEEP_PARAM_PATH): the final authority.
+        final = build(dict(wandb_run.config))
+        if final != cfg:
+            prepared = prepare(final)
+        code = train(prepared, wandb_run, signals, tty)
+    except UserError:
+        wandb_run.finish(exit_code=EXIT_USER_ERROR)
+        raise
+    except BaseException:
+        wandb_run.finish(exit_code=EXIT_CRASHED)
+        raise
+    wandb_run.finish(exit_code=code)
+    return code
+
+
+def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
+    cfg, device = p.cfg, p.device
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=p.amp_dtype == torch.float16)
+    folder = checkpoint.run_dir(cfg.output_dir, run.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    pos = checkpoint.Position()
+    if (folder / checkpoint.LATEST).exists():
+        pos = checkpoint.load(folder / checkpoint.LATEST, model, optimizer, scaler, cfg.to_dict())
+    logged_step, logged_epoch = checkpoint.read_logged(folder)
+    net = torch.compile(model) if cfg.compile else model
+
+    def autocast():
+        if p.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=p.amp_dtype)
+
+    def save(path: Path) -> None:
+        checkpoint.save(path, model, optimizer, scaler, pos, cfg.to_dict())
+
+    def finish(status: str) -> None:
+        run.summary[m.SUMMARY_STATUS] = status
+        run.summary[m.SUMMARY_DIVERGED] = status == "diverged"
+        run.summary[m.SUMMARY_EPOCHS] = pos.epoch
+        if math.isfinite(pos.best_val):  # also in a resumed segment that finished no epoch
+            run.summary[m.VAL_BEST_RECON] = pos.best_val
+            run.summary[m.SUMMARY_BEST_EPOCH] = pos.best_epoch
+        where = Path(run.dir).parent
+        view = f"view: wandb leet {where}; upload: wandb sync {where}" if run.offline else run.url
+        print(f"run {run.id} {status} after {pos.epoch} epochs; {view}", flush=True)
+
+    logger.define_metrics(run)
+    n_params = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    run.summary.update({m.SUMMARY_PARAMETERS: n_params, m.SUMMARY_RUN_DIR: str(folder)})
+    rows = logger.StepRows(run, log_from_step=logged_step)
+    # Without augmentation the whole (small) training set lives on the device: no copies per step.
+    train_x = p.data.train if cfg.augment else p.data.train.to(device)
+    val_x = p.data.val.to(device)
+    n_steps = datasets.steps_per_epoch(len(train_x), cfg.batch_size)
+    precision = str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "fp32"
+    resumed = f", resumed at epoch {pos.epoch + 1} step {pos.step}" if pos.step else ""
+    print(
+        f"run {run.id}: {p.data.description}; {n_params:,} parameters on {device.type} "
+        f"({precision}); checkpoints in {folder}{resumed}",
+        flush=True,
+    )
+
+    def flush() -> bool:
+        """Send buffered step rows to W&B; False when a loss is NaN or infinite."""
+        nonlocal epoch_recon
+        recons, finite = rows.flush()
+        epoch_recon += sum(recons)
+        write_logged_marks()
+        return finite
+
+    def write_logged_marks() -> None:
+        checkpoint.write_logged(folder, max(pos.step, logged_step), max(pos.epoch, logged_epoch))
+
+    for epoch in range(pos.epoch + 1, cfg.max_epochs + 1):
+        skip, pos.batch = pos.batch, 0
+        started = time.perf_counter() - pos.epoch_seconds
+        epoch_recon = pos.epoch_recon_sum
+        bar = (
+            tqdm(total=n_steps, initial=skip, desc=f"epoch {epoch}/{cfg.max_epochs}")
+            if tty
+            else None
+        )
+        model.train()
+        for i, batch in enumerate(datasets.train_batches(train_x, cfg, epoch, skip), start=skip):
+            if signals.pending:
+                break
+            x = batch.to(device, non_blocking=True)
+            with autocast():
+                recon, z_mu, z_sigma = forward(net, x, sample=True)
+                out = losses(x, recon, z_mu, z_sigma, cfg, p.perceptual)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            pos.step += 1
+            pos.batch = i + 1
+            extra = None
+            if i == 0:  # the guide's train/triplets: first batch of every epoch
+                image = logger.triplet_image(x[0], recon[0], f"train/step {pos.step}")
+                extra = {m.TRAIN_TRIPLETS: image}
+            rows.add(pos.step, out, extra)
+            if (len(rows) >= cfg.log_every or pos.batch == n_steps) and not flush():
+                return diverged(run, finish, bar)
+            if bar is not None:
+                bar.set_postfix_str(f"recon {rows.last_recon:.4f}", refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if signals.pending:
+            if not flush():
+                return diverged(run, finish, bar)
+            # A mid-epoch checkpoint: the restart skips the batches already done.
+            pos.epoch_seconds = time.perf_counter() - started
+            pos.epoch_recon_sum = epoch_recon
+            save(folder / checkpoint.LATEST)
+            break
+        train_seconds = time.perf_counter() - started
+        val_recon, val_kl, triplets = validate(net, val_x, p, autocast, epoch)
+        if not (math.isfinite(val_recon) and math.isfinite(val_kl)):
+            return diverged(run, finish, None)
+        improved = val_recon < pos.best_val
+        if improved:
+            pos.best_val, pos.best_epoch = val_recon, epoch
+        seconds = time.perf_counter() - started
+        pos.epoch, pos.batch, pos.epoch_seconds, pos.epoch_recon_sum = epoch, 0, 0.0, 0.0
+        train_recon = epoch_recon / n_steps
+        if epoch > logged_epoch:
+            run.log(
+                {
+                    m.EPOCH: epoch,
+                    m.VAL_RECON: val_recon,
+                    m.VAL_KL: val_kl,
+                    m.VAL_BEST_RECON: pos.best_val,
+                    m.TIME_PER_EPOCH: seconds,
+                    m.TRAIN_TIME_PER_EPOCH: train_seconds,
+                    **triplets,
+                }
+            )
+            checkpoint.append_progress(
+                folder,
+                {
+                    m.EPOCH: epoch,
+                    m.VAL_RECON: val_recon,
+                    m.TRAIN_RECON: train_recon,
+                    m.TIME_PER_EPOCH: seconds,
+                    m.TRAIN_TIME_PER_EPOCH: train_seconds,
+                },
+            )
+            write_logged_marks()
+        save(folder / checkpoint.LATEST)
+        if improved:
+            save(folder / checkpoint.BEST)
+        if bar is None:
+            print(
+                f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "
+                f"{m.VAL_RECON} {val_recon:.4f}  best {pos.best_val:.4f} (epoch {pos.best_epoch})  "
+                f"{seconds:.1f} s",
+                flush=True,
+            )
+    if signals.preempt:
+        run.mark_preempting()
+        finish("preempted")
+        return EXIT_PREEMPTED
+    finish("stopped" if signals.stop else "finished")
+    return EXIT_FINISHED
+
+
+def diverged(run: wandb.Run, finish, bar) -> int:
+    """A NaN/inf loss: stop at once, keep the last good checkpoint, mark the run."""
+    if bar is not None:
+        bar.close()
+    finish("diverged")
+    print(f"run {run.id}: loss became NaN or infinite, stopped (exit {EXIT_DIVERGED})", flush=True)
+    return EXIT_DIVERGED
+
+
+@torch.no_grad()
+def validate(net, val_x: torch.Tensor, p: Prepared, autocast, epoch: int):
+    """Sample-weighted mean losses over the validation set (z_mu decoded) and its triplets."""
+    cfg = p.cfg
+    net.eval()
+    cap = len(val_x) if cfg.max_val_triplets is None else min(cfg.max_val_triplets, len(val_x))
+    recon_sum = torch.zeros((), device=val_x.device)
+    kl_sum = torch.zeros((), device=val_x.device)
+    triplets = {}
+    for start in range(0, len(val_x), cfg.batch_size):
+        x = val_x[start : start + cfg.batch_size]
+        with autocast():
+            recon, z_mu, z_sigma = forward(net, x, sample=False)
+            out = losses(x, recon, z_mu, z_sigma, cfg, p.perceptual)
+        recon_sum += out["recon"] * len(x)
+        kl_sum += out["kl"] * len(x)
+        for j in range(min(len(x), cap - start)):
+            what = f"validation sample {start + j}, epoch {epoch}"
+            triplets[m.val_triplet_key(start + j)] = logger.triplet_image(x[j], recon[j], what)
+    net.train()
+    return (recon_sum / len(val_x)).item(), (kl_sum / len(val_x)).item(), triplets

@@ -1,0 +1,312 @@
+"""The local agent: claim a trial, run the sweep's command for it as ``wandb agent`` would, record
+how it ended; repeat until the sweep's budget is spent (or ``--count`` trials ran).
+
+A trial's process gets what ``wandb agent`` gives a run: the command with its macros
+rendered by wandb's own helpers, ``WANDB_SWEEP_ID``, ``WANDB_RUN_ID``,
+``WANDB_SWEEP_PARAM_PATH`` (``key: {value: v}``, merged into ``run.config`` by
+``wandb.init``), plus ``WANDB_RUN_GROUP`` = the sweep id, and ``WANDB_MODE=offline`` unless the
+user chose a mode.
+
+The agent reads the trial's metric from ``<output_dir>/runs/<run_id>/progress.jsonl`` (one
+JSON object per finished epoch, ``epoch`` counting from 1), where ``output_dir`` is the sweep's
+``output_dir`` value or the trainer's default, relative to the agent's folder. Any command
+that writes that file can be swept. With ``early_terminate: hyperband`` each new epoch is
+reported to the pruner; a pruned trial gets SIGTERM (then SIGKILL after
+``WANDB_AGENT_KILL_DELAY`` seconds, 30 by default), as W&B stops runs.
+
+Exit statuses of the trial: 0 = COMPLETE (or PRUNED when the agent stopped it); 3 = FAIL,
+diverged; 2 = FAIL, config error; 75 = preempted: given back and retried; anything else =
+FAIL, crashed (out-of-memory named when the log says so). None of them stops the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeper import store as st
+from sweeper.forkserver import Child, ForkServer, spawn
+from sweeper.validate import is_trainer_command
+from trainer import metrics
+from trainer.config import DEFAULTS
+
+POLL_SECONDS = 0.5
+IDLE_SECONDS = 2.0  # between checks while other agents finish the last trials
+EXIT_DIVERGED, EXIT_CONFIG, EXIT_PREEMPTED = 3, 2, 75
+REASONS = {EXIT_DIVERGED: "diverged", EXIT_CONFIG: "config error"}
+
+
+def best(values: list[float], goal: str) -> float | None:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if goal == "maximize" else min(finite)
+
+
+def epoch_values(path: Path, metric: str, goal: str) -> list[tuple[int, float]]:
+    """``(epoch, metric so far)`` per finished epoch; ``val/best_recon_loss`` is the running best
+    of ``val/recon_loss`` where the file holds only the latter."""
+    out: list[tuple[int, float]] = []
+    seen: list[float] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line being written
+        if metric in row:
+            value = row[metric]
+        elif metric == metrics.VAL_BEST_RECON and metrics.VAL_RECON in row:
+            seen.append(row[metrics.VAL_RECON])
+            value = best(seen, goal)
+        else:
+            continue
+        if isinstance(value, (int, float)):
+            out.append((int(row.get(metrics.EPOCH, len(out) + 1)), float(value)))
+    return out
+
+
+def render(cfg: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """The command line ``wandb agent`` would run for these values."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    command = sweep_utils.create_sweep_command(list(cfg.get("command") or []))
+    sweep_vars = sweep_utils.create_sweep_command_args({"args": wrap(values)})
+    sweep_vars["interpreter"] = ["python"]
+    sweep_vars["program"] = [cfg["program"]] if cfg.get("program") else []
+    sweep_vars["env"] = ["/usr/bin/env"]
+    out: list[str] = []
+    for chunk in map(str, command):
+        if chunk.startswith("${") and chunk.endswith("}"):
+            out += sweep_vars.get(chunk[2:-1]) or []
+        else:
+            out.append(chunk)
+    return out
+
+
+def wrap(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: {"value": v} for k, v in values.items()}
+
+
+def trial_env(sweep_id: str, run_id: str, param_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("WANDB_MODE", "offline")
+    env.update(
+        WANDB_SWEEP_ID=sweep_id,
+        WANDB_RUN_ID=run_id,
+        WANDB_SWEEP_PARAM_PATH=str(param_path),
+        WANDB_RUN_GROUP=sweep_id,
+    )
+    return env
+
+
+def trainer_argv(command: list[str]) -> tuple[str, list[str]] | None:
+    """``(interpreter, args)`` when the command is ``[/usr/bin/env] python -m trainer ARGS``."""
+    rest = command[1:] if command and command[0].endswith("/env") else command
+    if len(rest) >= 3 and rest[1:3] == ["-m", "trainer"]:
+        interpreter = shutil.which(rest[0])
+        return (interpreter, rest[3:]) if interpreter else None
+    return None
+
+
+class Agent:
+    def __init__(self, store: st.Store, sweep: st.Sweep, count: int | None, fork: bool = True):
+        self.store, self.sweep, self.count = store, sweep, count
+        self.fork = fork and is_trainer_command(sweep.cfg)
+        self.server: ForkServer | None = None
+        self.child: Child | None = None
+        self.stopping, self.stop_signal = False, 0
+        self.cwd = os.getcwd()
+
+    # --- signals: stop the current trial cleanly, give it back, exit -------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stopping = True
+        self.stop_signal = signum
+        if self.child is not None:
+            self.child.signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        ran = 0
+        try:
+            while not self.stopping and (self.count is None or ran < self.count):
+                trial = st.claim(self.sweep, self.store)
+                if trial is None:
+                    if st.sweep_done(self.sweep):
+                        break
+                    time.sleep(IDLE_SECONDS)  # others are finishing; their trials may need a retry
+                    continue
+                self.run_trial(trial)
+                ran += 1
+        finally:
+            if self.server is not None:
+                self.server.close()
+        self.say(f"agent done: {ran} trial(s) run here")
+        print_best(self.sweep)
+        return 128 + self.stop_signal if self.stopping else 0
+
+    def say(self, text: str) -> None:
+        print(f"[sweeper {self.sweep.id}] {text}", flush=True)
+
+    # --- one trial ----------------------------------------------------------------------------
+    def run_trial(self, trial: optuna.Trial) -> None:
+        sweep = self.sweep
+        frozen = sweep.study._storage.get_trial(trial._trial_id)
+        values = sweep.space.values(frozen.params)
+        run_id = st.new_id()
+        trial.set_user_attr(st.RUN_ID, run_id)
+        output_dir = Path(self.cwd, str(values.get("output_dir", DEFAULTS["output_dir"])))
+        run_dir = output_dir / "runs" / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = run_dir / "trial.log"
+        retry = frozen.user_attrs.get(st.RETRY_OF)
+        note = f" (retry of trial {retry})" if retry is not None else ""
+        self.say(f"trial {trial.number} run {run_id}{note}: {json.dumps(values)}")
+
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"sweep-{sweep.id}-") as tmp:
+            from wandb.sdk.lib import config_util
+
+            param_path = Path(tmp, f"config-{run_id}.yaml")
+            config_util.save_config_file_from_dict(str(param_path), wrap(values))
+            env = trial_env(sweep.id, run_id, param_path)
+            command = render(sweep.cfg, values)
+            beat = threading.Event()
+            heart = threading.Thread(
+                target=self._heartbeat, args=(trial._trial_id, beat), daemon=True
+            )
+            heart.start()
+            try:
+                self.child = self._start(command, env, log)
+                code, pruned, reported = self._watch(trial, run_dir / "progress.jsonl")
+            finally:
+                beat.set()
+                self.child = None
+        self._finish(trial, run_id, code, pruned, reported, log, time.monotonic() - started)
+
+    def _start(self, command: list[str], env: dict[str, str], log: Path) -> Child:
+        target = trainer_argv(command) if self.fork else None
+        if target is not None:
+            interpreter, argv = target
+            if self.server is None or not self.server.alive():
+                self.server = ForkServer(interpreter, dict(os.environ), self.cwd)
+            return self.server.start(argv, env, self.cwd, log)
+        return spawn(command, env, self.cwd, log)
+
+    def _heartbeat(self, trial_id: int, done: threading.Event) -> None:
+        while not done.wait(st.HEARTBEAT_INTERVAL):
+            with contextlib.suppress(Exception):  # a missed beat is retried next interval
+                self.sweep.study._storage.record_heartbeat(trial_id)
+
+    def _watch(self, trial: optuna.Trial, progress: Path) -> tuple[int, bool, list[float]]:
+        """Feed the pruner each new epoch until the process ends; SIGTERM it when pruned."""
+        sweep, child = self.sweep, self.child
+        reported: dict[int, float] = {}
+        pruned, term_at = False, None
+        kill_delay = float(os.environ.get("WANDB_AGENT_KILL_DELAY", 30))
+        while True:
+            code = child.wait(timeout=POLL_SECONDS)
+            for epoch, value in epoch_values(progress, sweep.metric, sweep.goal):
+                if epoch in reported:
+                    continue
+                reported[epoch] = value
+                if pruned or self.stopping:
+                    continue
+                trial.report(value, step=epoch)
+                if trial.should_prune():
+                    pruned, term_at = True, time.monotonic()
+                    self.say(
+                        f"trial {trial.number}: pruned at epoch {epoch}, stopping it (SIGTERM)"
+                    )
+                    child.signal(signal.SIGTERM)
+            if code is not None:
+                return code, pruned, list(reported.values())
+            if term_at is not None and time.monotonic() - term_at > kill_delay:
+                child.signal(signal.SIGKILL)
+
+    def _finish(self, trial, run_id, code, pruned, reported, log, seconds) -> None:
+        sweep = self.sweep
+        value = best(reported, sweep.goal)
+        state, reason = TrialState.COMPLETE, None
+        if self.stopping and not pruned:
+            # Interrupted by the user: give the trial back, the next agent runs it again.
+            st.mark_lost(sweep, trial._trial_id, "its agent was stopped")
+            self.say(f"trial {trial.number} run {run_id}: given back (agent stopped)")
+            return
+        if code == EXIT_PREEMPTED:
+            st.mark_lost(sweep, trial._trial_id, "preempted")
+            self.say(f"trial {trial.number} run {run_id}: preempted, it will be retried")
+            return
+        if pruned:
+            state = TrialState.PRUNED
+        elif code != 0:
+            state, reason = TrialState.FAIL, REASONS.get(code) or crash_reason(code, log)
+        elif value is None:
+            state, reason = TrialState.FAIL, f"no {sweep.metric} in progress.jsonl"
+        try:
+            trial.set_user_attr(st.EXIT_CODE, code)
+            if reason:
+                trial.set_user_attr(st.REASON, reason)
+            if state == TrialState.COMPLETE:
+                sweep.study.tell(trial, value)
+            else:
+                sweep.study.tell(trial, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.say(f"trial {trial.number}: another agent declared it lost; its retry counts")
+            return
+        shown = f"{sweep.metric}={value:.6g}" if value is not None else "no value"
+        why = f", {reason}" if reason else ""
+        self.say(
+            f"trial {trial.number} run {run_id}: {state.name} {shown} (exit {code}{why}, "
+            f"{seconds:.1f} s; log {log})"
+        )
+
+
+def crash_reason(code: int, log: Path) -> str:
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 20_000))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        tail = ""
+    if "out of memory" in tail.lower():
+        return "out of memory"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"crashed (exit {code})"
+
+
+def print_best(sweep: st.Sweep) -> None:
+    done = [t for t in st.tally(sweep).trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in st.tally(sweep).trials if t.state == TrialState.PRUNED and t.values]
+    pool = done or pruned
+    if not pool:
+        print(f"[sweeper {sweep.id}] no finished trial yet", flush=True)
+        return
+    pick = max if sweep.goal == "maximize" else min
+    top = pick(pool, key=lambda t: t.values[0])
+    params = sweep.space.values(top.params)
+    print(
+        f"[sweeper {sweep.id}] best: trial {top.number} run {top.user_attrs.get(st.RUN_ID)} "
+        f"{sweep.metric}={top.values[0]:.6g} {json.dumps(params)}",
+        file=sys.stdout,
+        flush=True,
+    )

@@ -1,0 +1,130 @@
+"""``python -m sweeper validate|create|agent|status``: sweep files and the local engine.
+
+  validate FILE...                     check sweep files (exit 2 and one line per problem)
+  create FILE [--name N] [--storage U] create (or reopen, by --name) a local sweep; prints its id
+  agent ID [--count N] [--storage U]   run trials until the sweep's budget is spent
+  status ID [--storage U]              trials by state, and the best so far
+
+Storage: ``--storage URL`` or ``$SWEEPER_STORAGE``, default ``sqlite:///outputs/sweeps.db``
+(one machine); ``postgresql://...`` or ``mysql+pymysql://...`` for agents on several machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweeper",
+        description="Validate W&B sweep files and run them on the embedded local engine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    validate = sub.add_parser("validate", help="check sweep files before launching anything")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "--local",
+        action="store_true",
+        help="also fail on what only the local engine cannot run (otherwise a warning)",
+    )
+    create = sub.add_parser("create", help="create a local sweep and print its id")
+    create.add_argument("file", metavar="FILE")
+    create.add_argument("--name", help="reopen the sweep of this name if its file is unchanged")
+    agent = sub.add_parser("agent", help="run trials of a local sweep")
+    agent.add_argument("sweep_id", metavar="ID")
+    agent.add_argument("--count", type=int, help="stop after this many trials")
+    agent.add_argument(
+        "--no-fork-server",
+        action="store_true",
+        help="start every trial as a cold subprocess (slower start, same behaviour)",
+    )
+    status = sub.add_parser("status", help="show a local sweep's trials and best result")
+    status.add_argument("sweep_id", metavar="ID")
+    for p in (create, agent, status):
+        p.add_argument("--storage", metavar="URL", help="Optuna RDB URL (default: see above)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.files, args.local)
+    if args.command == "create":
+        return _create(args.file, args.name, args.storage)
+    if args.command == "agent":
+        return _agent(args.sweep_id, args.count, args.storage, not args.no_fork_server)
+    return _status(args.sweep_id, args.storage)
+
+
+def _validate(files: list[str], local: bool) -> int:
+    from sweeper.space import local_problems
+    from sweeper.validate import load_file, validate_sweep
+
+    failed = False
+    for path in files:
+        cfg, problems = load_file(path)
+        if cfg is not None:
+            problems = validate_sweep(cfg, path)
+        warnings = local_problems(cfg, path) if cfg is not None and not problems else []
+        for line in problems:
+            print(line, file=sys.stderr)
+        for line in warnings:
+            print(line if local else f"warning (local engine only): {line}", file=sys.stderr)
+        failed = failed or bool(problems) or (local and bool(warnings))
+        if not problems and not (local and warnings):
+            print(f"{path}: ok")
+    return 2 if failed else 0
+
+
+def _create(path: str, name: str | None, storage: str | None) -> int:
+    from sweeper.space import local_problems
+    from sweeper.store import create_sweep, open_store
+    from sweeper.validate import load_file, validate_sweep
+
+    cfg, problems = load_file(path)
+    if cfg is not None:
+        problems = validate_sweep(cfg, path) or local_problems(cfg, path)
+    if problems:
+        for line in problems[:-1]:
+            print(line, file=sys.stderr)
+        raise UserError(problems[-1])
+    store = open_store(storage)
+    print(create_sweep(store, Path(path).read_text(), cfg, path, name))
+    return 0
+
+
+def _agent(sweep_id: str, count: int | None, storage: str | None, fork: bool) -> int:
+    from sweeper.agent import Agent
+    from sweeper.store import load_sweep, open_store
+
+    if count is not None and count < 1:
+        raise UserError(f"--count={count}: must be >= 1")
+    store = open_store(storage)
+    sweep = load_sweep(store, sweep_id)
+    return Agent(store, sweep, count, fork=fork).run()
+
+
+def _status(sweep_id: str, storage: str | None) -> int:
+    from optuna.trial import TrialState
+
+    from sweeper.agent import print_best
+    from sweeper.store import load_sweep, open_store, sweep_done, tally
+
+    store = open_store(storage)
+    sweep = load_sweep(store, sweep_id)
+    t = tally(sweep)
+    states = "  ".join(f"{s.name} {len(t.by_state(s))}" for s in TrialState)
+    retries = sum(1 for x in t.trials if "retry_of" in x.user_attrs)
+    print(f"sweep {sweep.id} ({sweep.name}) in {store.url}")
+    print(
+        f"method {sweep.cfg.get('method')}, budget {sweep.budget}, "
+        f"metric {sweep.metric} ({sweep.goal})"
+    )
+    print(f"trials: {states}  (retries {retries}, counted {len(t.counted)})")
+    print("finished" if sweep_done(sweep) else "not finished")
+    print_best(sweep)
+    return 0

@@ -1,0 +1,208 @@
+"""A W&B sweep file, read for the local engine: search space, sampler, pruner, budget.
+
+The same YAML that ``wandb sweep`` takes drives Optuna. Each mapping is faithful or refused:
+what has no Optuna equivalent (``normal``, ``beta``, weighted categories, ...) is reported as a
+problem, never approximated, so a local sweep searches the space its file says.
+
+List- or dict-valued choices (``channels: [[16, 32], [32, 64]]``) become JSON strings inside
+Optuna: tuples break after a storage round trip and importance evaluators reject lists, while
+strings survive both. ``Space.values`` turns a trial's parameters back into the sweep's values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+METHODS = ("grid", "random", "bayes")
+# W&B distributions the local engine maps one-to-one onto Optuna's.
+SUPPORTED = ("constant", "categorical", "uniform", "int_uniform", "log_uniform_values", "q_uniform")
+HYPERBAND_DEFAULT_ETA = 3
+OPTUNA_SCALARS = (type(None), bool, int, float, str)
+
+
+def distribution_of(spec: dict[str, Any]) -> str:
+    """The W&B distribution a parameter block means, inferred the way W&B infers it."""
+    if "distribution" in spec:
+        return str(spec["distribution"])
+    if "value" in spec:
+        return "constant"
+    if "values" in spec:
+        return "categorical_w_probabilities" if "probabilities" in spec else "categorical"
+    if "min" in spec and "max" in spec:
+        ints = all(
+            isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("min", "max")
+        )
+        return "int_uniform" if ints else "uniform"
+    return "unknown"
+
+
+def encode_choice(value: Any) -> Any:
+    return json.dumps(value)
+
+
+@dataclass
+class Space:
+    """Fixed values, Optuna distributions and the parameters whose choices are JSON strings."""
+
+    fixed: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    json_params: set[str] = field(default_factory=set)
+
+    def values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's Optuna parameters -> the sweep's values for every key (fixed ones too)."""
+        out = dict(self.fixed)
+        for key, value in params.items():
+            out[key] = json.loads(value) if key in self.json_params else value
+        return out
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every grid point as Optuna parameters, in the file's order (W&B's order too)."""
+        axes = []
+        for dist in self.distributions.values():
+            if isinstance(dist, CategoricalDistribution):
+                axes.append(list(dist.choices))
+            else:
+                step = dist.step or 1
+                count = round((dist.high - dist.low) / step) + 1
+                axes.append([type(dist.low)(dist.low + i * step) for i in range(count)])
+        names = list(self.distributions)
+        return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+
+
+def build_space(params: dict[str, Any], source: str) -> tuple[Space, list[str]]:
+    """Map ``parameters`` onto Optuna; returns the space and one problem line per refusal."""
+    space, problems = Space(), []
+    for key, spec in params.items():
+        where = f"{source}: parameters.{key}"
+        if not isinstance(spec, dict):
+            problems.append(
+                f"{where}: must be a mapping such as {{value: ...}} or {{values: [...]}}"
+            )
+            continue
+        if "parameters" in spec:
+            problems.append(
+                f"{where}: nested parameters blocks are not supported by the local engine "
+                "(the trainer's config is flat: sweep each key at the top level)"
+            )
+            continue
+        kind = distribution_of(spec)
+        if kind == "constant":
+            space.fixed[key] = spec["value"]
+        elif kind == "categorical":
+            choices = list(spec["values"])
+            if any(not isinstance(c, OPTUNA_SCALARS) for c in choices):
+                space.json_params.add(key)
+                choices = [encode_choice(c) for c in choices]
+            space.distributions[key] = CategoricalDistribution(choices)
+        elif kind in ("uniform", "int_uniform", "log_uniform_values", "q_uniform"):
+            problem = _range_problem(spec, kind)
+            if problem:
+                problems.append(f"{where}: {problem}")
+                continue
+            low, high = spec["min"], spec["max"]
+            if kind == "int_uniform":
+                space.distributions[key] = IntDistribution(int(low), int(high))
+            elif kind == "log_uniform_values":
+                space.distributions[key] = FloatDistribution(float(low), float(high), log=True)
+            elif kind == "q_uniform":
+                space.distributions[key] = FloatDistribution(
+                    float(low), float(high), step=float(spec.get("q", 1.0))
+                )
+            else:
+                space.distributions[key] = FloatDistribution(float(low), float(high))
+        else:
+            problems.append(
+                f"{where}: distribution {kind} has no faithful Optuna equivalent; the local engine "
+                f"supports {', '.join(SUPPORTED)} (the file still works with wandb sweep)"
+            )
+    return space, problems
+
+
+def _range_problem(spec: dict[str, Any], kind: str) -> str | None:
+    low, high = spec.get("min"), spec.get("max")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numbers:
+        return f"{kind} needs numeric min and max, got min={low!r}, max={high!r}"
+    if not low <= high:
+        return f"min <= max must hold, but got (min={low}, max={high})"
+    if kind == "log_uniform_values" and low <= 0:
+        return f"log_uniform_values needs min > 0, got min={low}"
+    if kind == "q_uniform":
+        q = spec.get("q", 1.0)
+        # W&B rounds to multiples of q; Optuna steps from min: the same set only when both
+        # bounds are multiples of q.
+        if not all(math.isclose(v / q, round(v / q), abs_tol=1e-9) for v in (low, high)):
+            return (
+                f"q_uniform needs min and max that are multiples of q={q} (Optuna steps from min)"
+            )
+    return None
+
+
+def sampler_for(cfg: dict[str, Any], seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """grid points are enqueued at creation, so every method samples with its own sampler."""
+    if cfg.get("method") == "bayes":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def pruner_for(cfg: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """W&B's hyperband rule is closest to successive halving with min_iter and eta."""
+    et = cfg.get("early_terminate") or {}
+    if et.get("type") != "hyperband":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=hyperband_min_iter(et),
+        reduction_factor=int(et.get("eta", HYPERBAND_DEFAULT_ETA)),
+    )
+
+
+def hyperband_min_iter(et: dict[str, Any]) -> int:
+    """The first rung, as W&B computes it from ``min_iter`` or from ``max_iter`` and ``s``."""
+    eta = et.get("eta", HYPERBAND_DEFAULT_ETA)
+    if "min_iter" in et:
+        return max(1, int(et["min_iter"]))
+    band, bands = et["max_iter"], []
+    for _ in range(et.get("s", 0)):
+        band /= eta
+        if band < 1:
+            break
+        bands.append(int(band))
+    return max(1, min(bands, default=1))
+
+
+def local_problems(cfg: dict[str, Any], source: str) -> list[str]:
+    """What keeps a valid W&B sweep file from running faithfully on the local engine."""
+    problems = []
+    method = cfg.get("method")
+    if method not in METHODS:
+        problems.append(f"{source}: method: {method!r} is not one of {', '.join(METHODS)}")
+    if not (cfg.get("metric") or {}).get("name"):
+        problems.append(f"{source}: metric: the local engine needs a metric to record each trial")
+    if method in ("random", "bayes") and not cfg.get("run_cap"):
+        problems.append(
+            f"{source}: run_cap: the local engine needs a budget for {method} search (e.g. run_cap: 20)"
+        )
+    space, space_problems = build_space(cfg.get("parameters") or {}, source)
+    problems += space_problems
+    et = cfg.get("early_terminate")
+    if et and et.get("type") != "hyperband":
+        problems.append(f"{source}: early_terminate.type: only hyperband is supported")
+    elif et and "min_iter" not in et and "max_iter" not in et:
+        problems.append(f"{source}: early_terminate: hyperband needs min_iter or max_iter")
+    if method == "grid" and not space_problems:
+        cap = cfg.get("run_cap")
+        if not cap and len(space.grid()) > 100_000:
+            problems.append(f"{source}: parameters: grid has over 100000 points; set run_cap")
+    return problems

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from optuna.trial import TrialState
 
 from sweeper import store as st
@@ -182,10 +183,9 @@ class Agent:
 
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"sweep-{sweep.id}-") as tmp:
-            from wandb.sdk.lib import config_util
-
             param_path = Path(tmp, f"config-{run_id}.yaml")
-            config_util.save_config_file_from_dict(str(param_path), wrap(values))
+            # wandb agent also writes a `wandb_version: 1` line; wandb.init reads either form.
+            param_path.write_text(yaml.safe_dump(wrap(values), sort_keys=False))
             env = trial_env(sweep.id, run_id, param_path)
             command = render(sweep.cfg, values)
             beat = threading.Event()

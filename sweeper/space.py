@@ -78,7 +78,7 @@ class Space:
                 count = round((dist.high - dist.low) / step) + 1
                 axes.append([type(dist.low)(dist.low + i * step) for i in range(count)])
         names = list(self.distributions)
-        return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
 def build_space(params: dict[str, Any], source: str) -> tuple[Space, list[str]]:

@@ -234,7 +234,7 @@ def _combos(axes: dict[str, list[Any]]):
         total *= len(values)
     if total <= MAX_COMBINATIONS:
         for combo in itertools.product(*axes.values()):
-            yield dict(zip(names, combo))
+            yield dict(zip(names, combo, strict=True))
         return
     base = {k: v[0] for k, v in axes.items()}
     for key, values in axes.items():

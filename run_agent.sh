@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Start sweep agents on this machine: one per GPU (or several), or CPU agents; one log each.
+# Stops all of its agents (and their runs) on Ctrl-C or SIGTERM, waits for them, and exits
+# non-zero if any agent failed.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: ./run_agent.sh SWEEP_ID [options]      ENTITY/PROJECT/ID: a W&B sweep (wandb agent)
+                                              ID (no slash): a local sweep (python -m sweeper agent)
+       ./run_agent.sh --local FILE [options]  create a local sweep from FILE, then run it
+
+Options:
+  --gpus 0,1,...|none   GPUs to use (default: every GPU that nvidia-smi -L lists)
+  --agents-per-gpu K    agents per GPU, each with its own CUDA_VISIBLE_DEVICES (default 1)
+  --agents N            agents in total: spread over the GPUs, or N CPU agents without GPUs
+                        (default: one per GPU, or 1 CPU agent)
+  --count N             runs per agent before it stops (default: until the sweep ends)
+  --storage URL         local sweeps: Optuna storage (default sqlite:///outputs/sweeps.db)
+  --name NAME           with --local: reopen the sweep of this name if the file is unchanged
+  --stagger SECONDS     pause between agent starts (default 5; W&B agents started together
+                        often get the same first configuration)
+  --logs DIR            folder for the agents' logs (default logs)
+  --dry-run             print the commands, start nothing
+  -h, --help            this help
+EOF
+}
+
+die() {
+    echo "run_agent.sh: error: $*" >&2
+    exit 2
+}
+
+sweep_id=""
+local_file=""
+gpus=""
+gpus_given=0
+per_gpu=""
+agents=""
+count=""
+storage=""
+name=""
+stagger=5
+logs=logs
+dry_run=0
+
+need_value() {
+    [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h | --help) usage; exit 0 ;;
+        --local) need_value "$@"; local_file=$2; shift 2 ;;
+        --gpus) need_value "$@"; gpus=$2; gpus_given=1; shift 2 ;;
+        --agents-per-gpu) need_value "$@"; per_gpu=$2; shift 2 ;;
+        --agents) need_value "$@"; agents=$2; shift 2 ;;
+        --count) need_value "$@"; count=$2; shift 2 ;;
+        --storage) need_value "$@"; storage=$2; shift 2 ;;
+        --name) need_value "$@"; name=$2; shift 2 ;;
+        --stagger) need_value "$@"; stagger=$2; shift 2 ;;
+        --logs) need_value "$@"; logs=$2; shift 2 ;;
+        --dry-run) dry_run=1; shift ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *)
+            [[ -z "$sweep_id" ]] || die "one sweep id only (got $sweep_id and $1)"
+            sweep_id=$1
+            shift
+            ;;
+    esac
+done
+
+positive_int() {
+    [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1=$2: must be a positive integer"
+}
+[[ -n "$per_gpu" ]] && positive_int --agents-per-gpu "$per_gpu"
+[[ -n "$agents" ]] && positive_int --agents "$agents"
+[[ -n "$count" ]] && positive_int --count "$count"
+[[ "$stagger" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--stagger=$stagger: must be a number of seconds"
+[[ -n "$per_gpu" && -n "$agents" ]] && die "use --agents-per-gpu or --agents, not both"
+if [[ -n "$local_file" ]]; then
+    [[ -z "$sweep_id" ]] || die "give a sweep id or --local FILE, not both"
+    [[ -f "$local_file" ]] || die "--local $local_file: no such file"
+elif [[ -z "$sweep_id" ]]; then
+    usage >&2
+    exit 2
+fi
+[[ -n "$name" && -z "$local_file" ]] && die "--name goes with --local FILE"
+
+# --- which devices: one CUDA_VISIBLE_DEVICES value per agent ("" = CPU) -----------------------
+if [[ $gpus_given -eq 0 ]] && command -v nvidia-smi >/dev/null 2>&1; then
+    gpus=$(nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9][0-9]*\):.*/\1/p' | paste -sd, -) || gpus=""
+fi
+[[ "$gpus" == none ]] && gpus=""
+[[ -z "$gpus" || "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus=$gpus: expected a list like 0,1,3"
+IFS=, read -r -a gpu_list <<<"$gpus"
+devices=()
+if [[ ${#gpu_list[@]} -gt 0 ]]; then
+    if [[ -n "$agents" ]]; then
+        for ((i = 0; i < agents; i++)); do devices+=("${gpu_list[i % ${#gpu_list[@]}]}"); done
+    else
+        for gpu in "${gpu_list[@]}"; do
+            for ((k = 0; k < ${per_gpu:-1}; k++)); do devices+=("$gpu"); done
+        done
+    fi
+else
+    [[ -n "$per_gpu" ]] && die "--agents-per-gpu: no GPU found (use --gpus or --agents N)"
+    for ((i = 0; i < ${agents:-1}; i++)); do devices+=(""); done
+fi
+
+# --- the sweep ---------------------------------------------------------------------------------
+quote() {
+    local out="" word
+    for word in "$@"; do out+=" $(printf '%q' "$word")"; done
+    echo "${out# }"
+}
+
+storage_args=()
+[[ -n "$storage" ]] && storage_args=(--storage "$storage")
+if [[ -n "$local_file" ]]; then
+    create=(python -m sweeper create "$local_file" "${storage_args[@]}")
+    [[ -n "$name" ]] && create+=(--name "$name")
+    echo "[run_agent] $(quote "${create[@]}")"
+    if [[ $dry_run -eq 1 ]]; then
+        sweep_id="ID"  # what create would print
+    else
+        sweep_id=$("${create[@]}")
+        echo "[run_agent] local sweep $sweep_id"
+    fi
+fi
+
+count_args=()
+[[ -n "$count" ]] && count_args=(--count "$count")
+if [[ "$sweep_id" == */* ]]; then
+    agent=(wandb agent --forward-signals "${count_args[@]}" "$sweep_id")
+else
+    agent=(python -m sweeper agent "$sweep_id" "${count_args[@]}" "${storage_args[@]}")
+fi
+
+# --- start, stop, wait -------------------------------------------------------------------------
+pids=()
+stopping=0
+
+# shellcheck disable=SC2329  # called by the trap below
+stop_agents() {
+    stopping=1
+    trap '' INT TERM
+    echo "[run_agent] stopping ${#pids[@]} agent(s): ${pids[*]}" >&2
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+}
+trap stop_agents INT TERM
+
+[[ $dry_run -eq 1 ]] || mkdir -p "$logs"
+tag=${sweep_id##*/}
+tag=${tag//[^A-Za-z0-9_-]/_}
+for i in "${!devices[@]}"; do
+    [[ $stopping -eq 0 ]] || break
+    device=${devices[i]}
+    where=${device:+GPU $device}
+    log="$logs/agent-$tag-$i${device:+-gpu$device}.log"
+    echo "[run_agent] agent $i (${where:-CPU}): CUDA_VISIBLE_DEVICES=$device $(quote "${agent[@]}") > $log 2>&1"
+    [[ $dry_run -eq 1 ]] && continue
+    if [[ $i -gt 0 ]]; then
+        sleep "$stagger" &
+        wait $! || true
+        [[ $stopping -eq 0 ]] || break
+    fi
+    CUDA_VISIBLE_DEVICES=$device PYTHONUNBUFFERED=1 "${agent[@]}" >"$log" 2>&1 &
+    pids+=($!)
+done
+[[ $dry_run -eq 1 ]] && exit 0
+
+failed=0
+for pid in "${pids[@]}"; do
+    # wait returns early when a trapped signal arrives: wait again until the agent has ended.
+    while true; do
+        status=0
+        wait "$pid" || status=$?
+        kill -0 "$pid" 2>/dev/null || break
+    done
+    if [[ $status -ne 0 ]]; then
+        echo "[run_agent] agent pid $pid exited with status $status" >&2
+        failed=1
+    fi
+done
+if [[ $stopping -eq 1 ]]; then
+    exit 130
+fi
+exit "$failed"

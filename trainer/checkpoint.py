@@ -1,9 +1,8 @@
 """Checkpoints under ``<output_dir>/runs/<run_id>/``: written atomically, read with weights_only.
 
 ``checkpoint.pt`` is the latest state (every epoch, and on SIGTERM/SIGUSR1 mid-epoch),
-``best.pt`` the state of the best validation epoch. ``logged.json`` records the last
-``train/step`` and ``epoch`` handed to W&B, so a run restarted after a hard kill (from an
-older checkpoint) does not log the same step twice.
+``best.pt`` the state of the best validation epoch, ``progress.jsonl`` one line per
+finished epoch (the local sweep engine tails it).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from trainer.errors import UserError
 
 LATEST = "checkpoint.pt"
 BEST = "best.pt"
-LOGGED = "logged.json"
 PROGRESS = "progress.jsonl"
 # Keys whose change makes saved weights unusable.
 ARCHITECTURE_KEYS = (
@@ -52,13 +50,12 @@ def run_dir(output_dir: str, run_id: str) -> Path:
     return Path(output_dir) / "runs" / run_id
 
 
-def _atomic_write(path: Path, write, durable: bool = True) -> None:
+def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         write(f)
         f.flush()
-        if durable:
-            os.fsync(f.fileno())
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -103,21 +100,6 @@ def load(
     if state["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return Position(**state["position"])
-
-
-def read_logged(folder: Path) -> tuple[int, int]:
-    """(last train/step, last epoch) already sent to W&B by an earlier process of this run."""
-    try:
-        marks = json.loads((folder / LOGGED).read_text())
-    except FileNotFoundError:
-        return 0, 0
-    return int(marks["step"]), int(marks["epoch"])
-
-
-def write_logged(folder: Path, step: int, epoch: int) -> None:
-    data = json.dumps({"step": step, "epoch": epoch}).encode()
-    # Written after every flush of rows: atomic, but no fsync (it would cost more than the step).
-    _atomic_write(folder / LOGGED, lambda f: f.write(data), durable=False)
 
 
 def append_progress(folder: Path, row: dict[str, float]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from trainer import files
 from trainer.config import Config, build, help_text, load_yaml, parse_cli
 from trainer.errors import UserError
 
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE + help_text())
         return 0
     cfg = resolve(argv)
+    if cfg.data_source == "folder":
+        files.split(cfg)  # a missing or empty folder fails here, before torch loads
     from trainer import train  # torch, MONAI and wandb load only for a valid config
 
     return train.run(cfg)

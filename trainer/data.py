@@ -17,16 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer import files
 from trainer.config import Config
 from trainer.errors import UserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MNI152_FILE = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 # A slice is usable when brain (above 10% of the maximum) covers this share of it.
 MNI152_MIN_BRAIN = 0.05
-# The folder split must not move when a sweep varies `seed`: it has its own fixed seed.
-SPLIT_SEED = 0
 
 
 @dataclass
@@ -68,55 +65,23 @@ def _synthetic(cfg: Config) -> Data:
 
 
 # --- folder -------------------------------------------------------------------------------
-def _is_image(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith(IMAGE_SUFFIXES + NIFTI_SUFFIXES)
-
-
-def _list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise UserError(f"data_dir={str(folder)!r}: folder not found")
-    files = sorted(p for p in folder.iterdir() if _is_image(p))
-    if not files:
-        raise UserError(
-            f"data_dir={str(folder)!r}: no images (.png, .jpg, .jpeg, .nii, .nii.gz) in this folder"
-        )
-    return files
-
-
 def _folder(cfg: Config) -> Data:
-    root = Path(cfg.data_dir or "")
-    if (root / "train").is_dir() or (root / "val").is_dir():
-        train_files, val_files = _list_images(root / "train"), _list_images(root / "val")
-        how = "train/ and val/"
-    else:
-        files = _list_images(root)
-        if len(files) < 2:
-            raise UserError(
-                f"data_dir={str(root)!r}: needs at least 2 images to split into train and val, "
-                f"found {len(files)}"
-            )
-        order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
-        n_val = min(len(files) - 1, max(1, round(len(files) * cfg.val_fraction)))
-        val_files = sorted(files[i] for i in order[:n_val])
-        train_files = sorted(files[i] for i in order[n_val:])
-        how = f"split {1 - cfg.val_fraction:.0%}/{cfg.val_fraction:.0%}"
+    train_files, val_files, how = files.split(cfg)
     train = torch.stack([_read(p, cfg) for p in train_files])
     val = torch.stack([_read(p, cfg) for p in val_files])
-    return Data(train, val, f"{root} ({how}: {len(train)} train, {len(val)} val)")
+    return Data(train, val, f"{cfg.data_dir} ({how}: {len(train)} train, {len(val)} val)")
 
 
 def _read(path: Path, cfg: Config) -> torch.Tensor:
     """One file -> (C, *spatial) in [0, 1] at image_size."""
     try:
-        if path.name.lower().endswith(NIFTI_SUFFIXES):
-            array = _read_nifti(path, cfg)
-        else:
-            array = _read_picture(path, cfg)
+        read = _read_nifti if files.is_nifti(path) else _read_picture
+        array = read(path, cfg)
     except UserError:
         raise
     except Exception as exc:  # any reader failure on a user's file is bad input
-        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(str(exc).split())  # one line, whatever the reader said
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {detail})") from None
     return _fit(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), cfg)
 
 

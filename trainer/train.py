@@ -141,7 +141,11 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
     pos = checkpoint.Position()
     if (folder / checkpoint.LATEST).exists():
         pos = checkpoint.load(folder / checkpoint.LATEST, model, optimizer, scaler, cfg.to_dict())
-    logged_step, logged_epoch = checkpoint.read_logged(folder)
+    # Online, a resumed run's summary holds the last train/step and epoch the server has; a
+    # restart from an older checkpoint (after a hard kill) then re-trains those steps without
+    # logging them again. Offline runs resume empty: the analysis keeps the later row.
+    logged_step = max(pos.step, int(run.summary.get(m.TRAIN_STEP) or 0))
+    logged_epoch = max(pos.epoch, int(run.summary.get(m.EPOCH) or 0))
     net = torch.compile(model) if cfg.compile else model
 
     def autocast():
@@ -184,11 +188,7 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
         nonlocal epoch_recon
         recons, finite = rows.flush()
         epoch_recon += sum(recons)
-        write_logged_marks()
         return finite
-
-    def write_logged_marks() -> None:
-        checkpoint.write_logged(folder, max(pos.step, logged_step), max(pos.epoch, logged_epoch))
 
     for epoch in range(pos.epoch + 1, cfg.max_epochs + 1):
         skip, pos.batch = pos.batch, 0
@@ -255,6 +255,10 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
                     **triplets,
                 }
             )
+        save(folder / checkpoint.LATEST)
+        if improved:
+            save(folder / checkpoint.BEST)
+        if epoch > logged_epoch:  # after the checkpoint: a listed epoch is never trained again
             checkpoint.append_progress(
                 folder,
                 {
@@ -265,10 +269,6 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
                     m.TRAIN_TIME_PER_EPOCH: train_seconds,
                 },
             )
-            write_logged_marks()
-        save(folder / checkpoint.LATEST)
-        if improved:
-            save(folder / checkpoint.BEST)
         if bar is None:
             print(
                 f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "

@@ -1,0 +1,102 @@
+"""The metrics contract (SPEC section 2), checked on real offline runs read back by W&B's reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from trainer_helpers import TINY_2D, TINY_3D, offline_runs, only_run_dir, run_trainer
+
+from trainer import metrics as m
+from trainer.config import FIELDS
+
+STEPS_PER_EPOCH = 2  # n_train=8, batch_size=4
+EPOCHS = 2
+
+
+def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> None:
+    """Every row of the contract: keys, moments, x-axes, counts."""
+    steps = [row[m.TRAIN_STEP] for row in run.rows_with(m.TRAIN_RECON)]
+    assert steps == list(range(1, epochs * steps_per_epoch + 1))
+    assert all(m.TRAIN_STEP in row for row in run.rows_with(m.TRAIN_RECON))
+
+    triplet_steps = [row[m.TRAIN_STEP] for row in run.rows_with(f"{m.TRAIN_TRIPLETS}._type")]
+    assert triplet_steps == [1 + e * steps_per_epoch for e in range(epochs)]  # first batch of each
+
+    epoch_rows = run.rows_with(m.EPOCH)
+    assert [row[m.EPOCH] for row in epoch_rows] == list(range(1, epochs + 1))
+    for key in (m.VAL_RECON, m.TIME_PER_EPOCH, m.VAL_BEST_RECON):
+        assert [row[m.EPOCH] for row in run.rows_with(key)] == list(range(1, epochs + 1)), key
+    for row in epoch_rows:
+        assert row[m.TIME_PER_EPOCH] > 0
+        assert row[m.VAL_BEST_RECON] <= row[m.VAL_RECON] + 1e-12
+        triplets = sorted(k[: -len("._type")] for k in row if k.endswith("._type"))
+        assert triplets == [m.val_triplet_key(i) for i in range(n_triplets)]
+        assert all(m.VAL_TRIPLET_PATTERN.match(k) for k in triplets)
+    best = [row[m.VAL_BEST_RECON] for row in epoch_rows]
+    assert best == sorted(best, reverse=True)  # best-so-far never rises
+    assert not any(m.TRAIN_RECON in row for row in epoch_rows)  # no x-axis mixing
+
+    x_axes = {d.get("name") or d.get("glob_name"): d.get("step_metric") for d in run.metrics}
+    assert x_axes[m.TRAIN_RECON] == m.TRAIN_STEP
+    assert x_axes[m.TRAIN_TRIPLETS] == m.TRAIN_STEP
+    assert x_axes["val/*"] == m.EPOCH
+    assert x_axes[m.TIME_PER_EPOCH] == m.EPOCH
+    # step_metric only: summary= would turn summary values into dicts (wandb 0.31).
+    assert not any(d.get("summary") for d in run.metrics)
+
+    assert set(FIELDS) <= set(run.config)
+    assert isinstance(run.summary[m.VAL_BEST_RECON], float)
+    assert run.summary[m.VAL_BEST_RECON] == min(best)
+    assert run.summary[m.SUMMARY_STATUS] == "finished"
+    assert run.summary[m.SUMMARY_DIVERGED] is False
+    assert run.summary[m.SUMMARY_EPOCHS] == epochs
+    assert run.exit_code == 0
+
+
+@pytest.mark.slow
+def test_contract_2d_with_sweep_values(tmp_path: Path) -> None:
+    # The sweep's values arrive as wandb agent hands them over, and beat the command line.
+    params = tmp_path / "params.yaml"
+    params.write_text("kl_weight:\n  value: 1.0e-05\nlr:\n  value: 0.001\n")
+    proc = run_trainer(
+        tmp_path,
+        *TINY_2D,
+        "--kl_weight=1e-6",
+        WANDB_SWEEP_PARAM_PATH=str(params),
+        WANDB_SWEEP_ID="sweep123",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run,) = offline_runs(tmp_path)
+    check_contract(run, EPOCHS, STEPS_PER_EPOCH, n_triplets=3)
+    assert run.config["kl_weight"] == 1e-5 and run.config["lr"] == 1e-3
+    assert run.config["channels"] == [8, 8]
+    assert run.sweep_id == "sweep123"
+
+    folder = only_run_dir(tmp_path)
+    assert folder.name == run.run_id
+    assert {"checkpoint.pt", "best.pt", "progress.jsonl"} <= {p.name for p in folder.iterdir()}
+    progress = [json.loads(line) for line in (folder / "progress.jsonl").read_text().splitlines()]
+    epoch_rows = run.rows_with(m.EPOCH)
+    assert [p[m.EPOCH] for p in progress] == [1, 2]
+    assert [p[m.VAL_RECON] for p in progress] == [r[m.VAL_RECON] for r in epoch_rows]
+    train_recon = [r[m.TRAIN_RECON] for r in run.rows_with(m.TRAIN_RECON)]
+    for p, e in zip(progress, range(EPOCHS), strict=True):
+        mean = sum(train_recon[e * STEPS_PER_EPOCH : (e + 1) * STEPS_PER_EPOCH]) / STEPS_PER_EPOCH
+        assert p[m.TRAIN_RECON] == pytest.approx(mean)
+        assert p[m.TIME_PER_EPOCH] > 0
+    assert "epoch 2/2" in proc.stdout and "wandb sync" in proc.stdout
+
+
+@pytest.mark.slow
+def test_contract_3d_with_triplet_cap(tmp_path: Path) -> None:
+    proc = run_trainer(tmp_path, *TINY_3D, "--max_val_triplets=2", "--log_every=3")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = offline_runs(tmp_path)
+    check_contract(run, EPOCHS, STEPS_PER_EPOCH, n_triplets=2)
+    row = run.rows_with(f"{m.val_triplet_key(0)}._type")[0]
+    # original | reconstruction | difference across, the three central slices down.
+    assert row[f"{m.val_triplet_key(0)}.height"] == 3 * 16
+    assert row[f"{m.val_triplet_key(0)}.width"] == 3 * 16
+    assert run.config["spatial_dims"] == 3

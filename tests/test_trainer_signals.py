@@ -1,0 +1,122 @@
+"""Stopping, preemption, resume and divergence of real trainer processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from trainer_helpers import (
+    TINY_2D,
+    offline_runs,
+    run_trainer,
+    signal_and_wait,
+    start_trainer,
+    wait_for_epoch,
+)
+
+from trainer import metrics as m
+
+# 32 steps per epoch, 3 epochs: long enough to signal in the middle of epoch 2.
+LONGER = [*TINY_2D, "--n_train=128", "--max_epochs=3"]
+STEPS_PER_EPOCH, EPOCHS = 32, 3
+TOTAL_STEPS = STEPS_PER_EPOCH * EPOCHS
+
+
+def all_steps(runs) -> list[int]:
+    return [row[m.TRAIN_STEP] for run in runs for row in run.rows_with(m.TRAIN_RECON)]
+
+
+def all_epochs(runs) -> list[int]:
+    return [row[m.EPOCH] for run in runs for row in run.rows_with(m.VAL_RECON)]
+
+
+def progress_epochs(folder: Path) -> list[int]:
+    lines = (folder / "progress.jsonl").read_text().splitlines()
+    return [json.loads(line)[m.EPOCH] for line in lines]
+
+
+@pytest.mark.slow
+def test_preempted_run_resumes_without_logging_twice(tmp_path: Path) -> None:
+    env = {"WANDB_RUN_ID": "preempt1"}
+    folder = tmp_path / "out" / "runs" / "preempt1"
+    proc = start_trainer(tmp_path, *LONGER, **env)
+    wait_for_epoch(proc, folder, 1)  # the signal lands early in epoch 2
+    code, _, err = signal_and_wait(proc, signal.SIGUSR1)
+    assert code == 75, err
+    assert (folder / "checkpoint.pt").exists()
+
+    again = run_trainer(tmp_path, *LONGER, **env)
+    assert again.returncode == 0, again.stderr
+    assert "resumed at epoch 2" in again.stdout
+
+    first, second = offline_runs(tmp_path, "preempt1")
+    assert first.preempting and first.exit_code == 75
+    assert first.summary[m.SUMMARY_STATUS] == "preempted"
+    assert second.exit_code == 0 and second.summary[m.SUMMARY_STATUS] == "finished"
+    assert second.summary[m.SUMMARY_EPOCHS] == EPOCHS
+    # Together: every step exactly once, in order, train/step continuing across the restart.
+    assert all_steps([first, second]) == list(range(1, TOTAL_STEPS + 1))
+    assert all_steps([second])[0] == all_steps([first])[-1] + 1
+    assert all_epochs([first, second]) == list(range(1, EPOCHS + 1))
+    triplets = [
+        row[m.TRAIN_STEP]
+        for run in (first, second)
+        for row in run.rows_with(f"{m.TRAIN_TRIPLETS}._type")
+    ]
+    assert triplets == [1 + e * STEPS_PER_EPOCH for e in range(EPOCHS)]
+    assert progress_epochs(folder) == list(range(1, EPOCHS + 1))
+    assert second.config == first.config
+
+
+@pytest.mark.slow
+def test_hard_kill_restarts_from_the_last_epoch_checkpoint(tmp_path: Path) -> None:
+    env = {"WANDB_RUN_ID": "killed1"}
+    folder = tmp_path / "out" / "runs" / "killed1"
+    proc = start_trainer(tmp_path, *LONGER, **env)
+    wait_for_epoch(proc, folder, 1)
+    time.sleep(0.3)  # somewhere in epoch 2
+    code, _, _ = signal_and_wait(proc, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+
+    again = run_trainer(tmp_path, *LONGER, **env)
+    assert again.returncode == 0, again.stderr
+    assert "resumed at epoch 2 step 32" in again.stdout
+    last = offline_runs(tmp_path, "killed1")[-1]
+    # Epoch 2 is trained again from its beginning; train/step still counts from the checkpoint.
+    assert all_steps([last]) == list(range(STEPS_PER_EPOCH + 1, TOTAL_STEPS + 1))
+    assert all_epochs([last]) == [2, 3]
+    assert progress_epochs(folder) == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    folder = tmp_path / "out" / "runs" / "stop1"
+    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="stop1")
+    wait_for_epoch(proc, folder, 1)
+    code, out, err = signal_and_wait(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert (folder / "checkpoint.pt").exists()
+    (run,) = offline_runs(tmp_path)
+    assert run.exit_code == 0
+    assert run.summary[m.SUMMARY_STATUS] == "stopped"
+    assert run.summary[m.SUMMARY_EPOCHS] < EPOCHS
+    steps = all_steps([run])
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < TOTAL_STEPS
+    assert "stopped" in out
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_exit_3(tmp_path: Path) -> None:
+    proc = run_trainer(tmp_path, *TINY_2D, "--lr=1e10", "--max_epochs=5")
+    assert proc.returncode == 3, proc.stderr
+    (run,) = offline_runs(tmp_path)
+    assert run.exit_code == 3
+    assert run.summary[m.SUMMARY_DIVERGED] is True
+    assert run.summary[m.SUMMARY_STATUS] == "diverged"
+    last = run.rows_with(m.TRAIN_RECON)[-1]
+    losses = (last[m.TRAIN_RECON], last[m.TRAIN_KL], last[m.TRAIN_LOSS])
+    assert any(v in ("NaN", "Infinity", "-Infinity") for v in losses)  # the curve shows it
+    assert run.summary[m.SUMMARY_EPOCHS] < 5

@@ -110,7 +110,9 @@ def main(argv: list[str] | None) -> int:
     if kind == "folder":
         from analysis.offline import read_folder
 
-        runs = read_folder(Path(where), sweep, args.workers, args.running_window)
+        runs, notes = read_folder(Path(where), sweep, args.workers, args.running_window)
+        for note in notes:
+            print(f"note: {note}")
         fetch = report.copy_local
     else:
         from analysis import wandb_api

@@ -178,8 +178,9 @@ def read_file(run_file: Path, core: str | None, now: float, running_window_s: fl
 
 def read_folder(
     root: Path, sweep: str | None = None, workers: int = 0, running_window_s: float = 120.0
-) -> list[RunRecord]:
-    """Every run under ``root`` (pieces of a resumed run merged), optionally of one sweep."""
+) -> tuple[list[RunRecord], list[str]]:
+    """Every run under ``root`` (pieces of a resumed run merged), optionally of one sweep;
+    and notes on what was left out."""
     files = find_run_files(root)
     if not files:
         raise UserError(f"{root}: no W&B runs found (no offline-run-*/run-*.wandb under it)")
@@ -193,11 +194,18 @@ def read_folder(
     for piece in sorted(pieces, key=lambda r: Path(r.sources[0]).name):
         by_id.setdefault(piece.run_id, []).append(piece)
     runs = [merge(parts) for parts in by_id.values()]
+    notes = []
     if sweep:
+        # A run killed before W&B flushed anything has an empty log: its sweep is unknown.
+        unknown = sum(1 for r in runs if r.sweep_id is None and not (r.config or r.train or r.val))
         runs = [r for r in runs if r.sweep_id == sweep]
         if not runs:
             raise UserError(f"{root}: no run of sweep {sweep!r} among {len(by_id)} runs")
-    return runs
+        if unknown:
+            notes.append(
+                f"{unknown} run(s) with an empty log (killed before W&B wrote it) left out: their sweep is unknown"
+            )
+    return runs, notes
 
 
 def default_workers() -> int:

@@ -114,6 +114,7 @@ def write_report(
     triplets = triplet_evolution(judged, out, fetch)
 
     sweep_cfg, sweep_notes = next_sweep(rows, params, f"next-{title}")
+    sweep_notes += _check_sweep(sweep_cfg)
     (out / "next_sweep.yaml").write_text(
         "# Next sweep, from the analysis of " + title + ":\n"
         + "".join(f"# - {n}\n" for n in sweep_notes)
@@ -124,6 +125,18 @@ def write_report(
     (out / "report.md").write_text(_markdown(title, sections, figures, triplets))
     (out / "report.html").write_text(_html(title, sections, figures, triplets, out))
     return out
+
+
+def _check_sweep(cfg: dict[str, Any]) -> list[str]:
+    """The sweeper's own validation of the proposed sweep, when the sweeper is installed."""
+    try:
+        from sweeper.validate import validate_sweep
+    except ImportError:
+        return []
+    problems = validate_sweep(cfg, "next_sweep.yaml")
+    return [f"check before use: {p}" for p in problems] or [
+        "checked with python -m sweeper validate: valid"
+    ]
 
 
 def _sections(rows, params, imps, imp_note, th, sweep_notes) -> dict[str, Any]:

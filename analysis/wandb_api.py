@@ -174,7 +174,8 @@ def media_fetcher(handles: dict[str, Any], retries: int = 6, base_s: float = 1.0
             retries,
             base_s,
         )
-        src = Path(getattr(got, "name", dest.parent / ".media" / ref))
+        got.close()  # File.download returns the downloaded file, opened
+        src = Path(got.name)
         if not src.is_file():
             return None
         src.replace(dest)

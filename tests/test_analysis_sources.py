@@ -1,0 +1,301 @@
+"""Where runs come from: the offline reader's edge cases, and the W&B API adapter.
+
+The W&B API tests run against a STAND-IN of wandb's public API objects, not the real service
+(no network here): ``FakeApi.runs(path, filters, per_page, lazy)`` pages like ``wandb.Api.runs``
+and ``FakeRun`` has the attributes and methods the adapter uses on ``wandb.apis.public.Run``
+(``id``, ``name``, ``config``, ``summary_metrics``, ``state``, ``tags``, ``scan_history(keys)``
+returning only rows that hold every requested key plus ``_step``, ``update()``,
+``file(name).download(root, replace)`` returning the opened file). Rate limits are raised the
+way wandb raises them: ``wandb.errors.CommError`` wrapping a ``requests.HTTPError`` whose
+response has status 429.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import wandb
+from analysis_helpers import epoch_losses
+from wandb.errors import CommError
+
+from analysis import cli, wandb_api
+from analysis.offline import find_run_files, parse_records
+from analysis.records import CRASHED, RUNNING
+from trainer import metrics as M
+from trainer.errors import UserError
+
+EPOCHS = 12
+HEADER = '{"num":1,"type":"header","header":{"version_info":{"producer":"0.31.0"}}}'
+
+
+def test_empty_log_is_a_crashed_run_with_a_note(tmp_path):
+    run_file = tmp_path / "offline-run-20260101_000000-abc" / "run-abc.wandb"
+    run_file.parent.mkdir()
+    run_file.write_bytes(b":W&B\x00\x00\x00")
+    old = time.time() - 3600
+    os.utime(run_file, (old, old))
+    rec = parse_records([HEADER], run_file, time.time(), running_window_s=120)
+    assert rec.run_id == "abc" and rec.state == CRASHED and rec.exit_code is None
+    assert "no records" in rec.notes[0]
+    # The same file, just written: the run is still going.
+    assert parse_records([HEADER], run_file, old + 5, running_window_s=120).state == RUNNING
+
+
+def line(record: dict) -> str:
+    """One record as ``wandb leet inspect --json`` prints it: compact, ``num`` first."""
+    return json.dumps({"num": 1, **record}, separators=(",", ":"))
+
+
+def test_history_rows_become_curves_and_nan_strings_numbers(tmp_path):
+    run_file = tmp_path / "offline-run-x-r1" / "run-r1.wandb"
+    lines = [
+        HEADER,
+        line(
+            {
+                "type": "run",
+                "run": {
+                    "run_id": "r1",
+                    "sweep_id": "s",
+                    "config": {"update": {"_wandb": {}, "lr": 0.1}},
+                },
+            }
+        ),
+        line(
+            {
+                "type": "history",
+                "history": {"item": {"_step": 0, M.TRAIN_STEP: 1, M.TRAIN_RECON: 1.5}},
+            }
+        ),
+        line(
+            {
+                "type": "history",
+                "history": {"item": {"_step": 1, M.TRAIN_STEP: 2, M.TRAIN_RECON: "NaN"}},
+            }
+        ),
+        line(
+            {
+                "type": "history",
+                "history": {
+                    "item": {
+                        "_step": 2,
+                        M.EPOCH: 1,
+                        M.VAL_RECON: 2.0,
+                        M.val_triplet_key(0) + ".path": "media/images/val/t.png",
+                    }
+                },
+            }
+        ),  # fmt: skip
+        line({"type": "summary", "summary": {"update": {M.SUMMARY_STATUS: "diverged"}}}),
+        line({"type": "config", "config": {"update": {"extra": 1}}}),
+        line({"type": "exit", "exit": {"exit_code": 3}}),
+    ]
+    rec = parse_records(lines, run_file, 0, 0)
+    assert rec.config == {"lr": 0.1, "extra": 1} and rec.sweep_id == "s"
+    assert rec.train[0] == {M.TRAIN_STEP: 1.0, M.TRAIN_RECON: 1.5}
+    assert str(rec.train[1][M.TRAIN_RECON]) == "nan"
+    assert rec.val[0]["end_step"] == 2.0 and rec.val[0][M.VAL_RECON] == 2.0
+    assert rec.val_triplets == {1: [str(run_file.parent / "files" / "media/images/val/t.png")]}
+    assert (
+        rec.summary[M.SUMMARY_STATUS] == "diverged" and rec.exit_code == 3 and rec.state == "failed"
+    )
+
+
+def test_find_run_files_skips_latest_run_link(tmp_path):
+    run = tmp_path / "wandb" / "offline-run-1-a"
+    run.mkdir(parents=True)
+    (run / "run-a.wandb").write_bytes(b"")
+    (tmp_path / "wandb" / "latest-run").symlink_to(run)
+    (tmp_path / "wandb" / "run-2-b").mkdir()
+    (tmp_path / "wandb" / "run-2-b" / "run-b.wandb").write_bytes(b"")
+    assert [p.name for p in find_run_files(tmp_path)] == ["run-a.wandb", "run-b.wandb"]
+
+
+# --- the W&B public API, through a stand-in ----------------------------------------------------
+
+
+def rate_limited() -> CommError:
+    response = requests.Response()
+    response.status_code = 429
+    return CommError("rate limited", requests.HTTPError("429 Too Many Requests", response=response))
+
+
+class FakeFile:
+    def __init__(self, name: str, data: bytes):
+        self.name, self.data = name, data
+
+    def download(self, root: str = ".", replace: bool = False):
+        path = Path(root, self.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.data)
+        return open(path)
+
+
+class FakeRun:
+    def __init__(
+        self, run_id: str, shape: str, config: dict, state: str = "finished", fail: int = 0
+    ):
+        self.id, self.name, self.entity, self.project = run_id, f"name-{run_id}", "ent", "proj"
+        self.config = {"_wandb": {"x": 1}, **config}
+        self.state, self.tags = state, ["keep-me", "crashed"]
+        self.summary_metrics = {M.SUMMARY_STATUS: "finished"}
+        self.fail = fail  # how many calls answer 429 before the call goes through
+        self.calls = 0
+        self.updated_tags: list[list[str]] = []
+        train, val = epoch_losses(shape, EPOCHS)
+        self.rows, step, steps = [], 0, 4
+        for e in range(1, EPOCHS + 1):
+            for _ in range(steps):
+                step += 1
+                self.rows.append(
+                    {"_step": len(self.rows), M.TRAIN_STEP: step, M.TRAIN_RECON: train[e - 1]}
+                )
+            image = {"_type": "image-file", "path": f"media/images/val/triplet_step000_{e}.png"}
+            self.rows.append({"_step": len(self.rows), M.EPOCH: e, M.VAL_RECON: val[e - 1],
+                              M.TIME_PER_EPOCH: 1.0, M.val_triplet_key(0): image})  # fmt: skip
+
+    def _maybe_fail(self):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise rate_limited()
+
+    def scan_history(self, keys=None, page_size=1000):
+        self._maybe_fail()
+        keys = keys or []
+        return iter(
+            [{k: r[k] for k in ["_step", *keys]} for r in self.rows if all(k in r for k in keys)]
+        )
+
+    def update(self):
+        self._maybe_fail()
+        self.updated_tags.append(list(self.tags))
+
+    def file(self, name: str) -> FakeFile:
+        from PIL import Image
+
+        path = Path(os.environ["FAKE_MEDIA"]) / "img.png"
+        Image.new("L", (24, 8), 128).save(path)
+        return FakeFile(name, path.read_bytes())
+
+
+class FakeApi:
+    def __init__(self, runs: list[FakeRun], fail_listing: int = 0):
+        self.all, self.fail_listing, self.pages, self.queries = runs, fail_listing, 0, []
+
+    def runs(
+        self, path, filters=None, order="+created_at", per_page=50, include_sweeps=False, lazy=True
+    ):
+        self.queries.append((path, filters, per_page, lazy))
+        api = self
+
+        class Runs:
+            def __iter__(self):
+                if api.fail_listing:
+                    api.fail_listing -= 1
+                    raise rate_limited()
+                for start in range(0, len(api.all), per_page):
+                    api.pages += 1
+                    yield from api.all[start : start + per_page]
+
+        return Runs()
+
+
+def sweep_runs() -> list[FakeRun]:
+    base = {
+        "kl_weight": 1e-6,
+        "channels": [8, 8],
+        "norm_num_groups": 4,
+        "augment": False,
+        "num_res_blocks": 1,
+    }
+    return [
+        FakeRun("good1", "good", {**base, "lr": 1e-3}),
+        FakeRun("good2", "good", {**base, "lr": 3e-4}, fail=2),
+        FakeRun("over1", "overfitting", {**base, "lr": 2e-3, "kl_weight": 1e-7}),
+        FakeRun("under1", "underfitting", {**base, "lr": 1e-4, "channels": [4, 4]}),
+        FakeRun("dead1", "good", {**base, "lr": 1e-3}, state="crashed"),
+    ]
+
+
+def test_paging_one_query_for_the_whole_sweep():
+    runs = [FakeRun(f"r{i:03d}", "good", {"lr": 1e-3}) for i in range(450)]
+    api = FakeApi(runs)
+    records, handles = wandb_api.read_sweep("ent/proj/sw1", workers=4, api=api, base_s=0.001)
+    assert api.queries == [("ent/proj", {"sweep": "sw1"}, 200, False)]
+    assert api.pages == 3 and len(records) == 450 and len(handles) == 450
+    rec = records[0]
+    assert rec.sweep_id == "sw1" and rec.config == {"lr": 1e-3} and rec.epochs == EPOCHS
+    assert len(rec.train) == 4 * EPOCHS
+    assert [r["end_step"] for r in rec.val] == [4.0 * e for e in range(1, EPOCHS + 1)]
+
+
+def test_rate_limits_are_retried_with_backoff():
+    runs = sweep_runs()
+    api = FakeApi(runs, fail_listing=2)
+    sleeps: list[float] = []
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) <= 3:
+            raise rate_limited()
+        return "ok"
+
+    assert wandb_api.with_retries(flaky, sleep=sleeps.append) == "ok"
+    assert len(sleeps) == 3 and sleeps[2] > sleeps[0]  # exponential backoff
+    records, _ = wandb_api.read_sweep("ent/proj/sw1", api=api, base_s=0.001)
+    assert len(records) == 5 and api.fail_listing == 0
+    good2 = next(r for r in records if r.run_id == "good2")
+    assert good2.epochs == EPOCHS and runs[1].calls == 4  # 2 refused + train scan + val scan
+
+
+def test_errors_that_are_not_transient_are_one_user_error():
+    class Missing(FakeApi):
+        def runs(self, *args, **kwargs):
+            raise CommError("Could not find project proj", requests.HTTPError("404"))
+
+    with pytest.raises(
+        UserError, match="ent/proj/sw1: cannot list the sweep's runs: Could not find project"
+    ):
+        wandb_api.read_sweep("ent/proj/sw1", api=Missing([]), base_s=0.001)
+    with pytest.raises(UserError, match="no runs found for sweep sw1"):
+        wandb_api.read_sweep("ent/proj/sw1", api=FakeApi([]), base_s=0.001)
+    with pytest.raises(ValueError):  # a bug keeps its traceback
+        wandb_api.with_retries(lambda: int("x"), sleep=lambda s: None)
+
+
+def test_report_from_the_api_with_tags(tmp_path, monkeypatch):
+    runs = sweep_runs()
+    monkeypatch.setenv("FAKE_MEDIA", str(tmp_path))
+    monkeypatch.setattr(wandb, "Api", lambda timeout=None: FakeApi(runs))
+    monkeypatch.setattr(wandb_api, "with_retries", _fast(wandb_api.with_retries))
+    out = tmp_path / "rep"
+    assert cli.main(["report", "ent/proj/sw1", "--out", str(out), "--tag"]) == 0
+    rows = {r["run_id"]: r for r in json.loads((out / "verdicts.json").read_text())}
+    verdicts = {k: r["verdict"] for k, r in rows.items()}
+    assert verdicts == {"good1": "good", "good2": "good", "over1": "overfitting",
+                        "under1": "underfitting", "dead1": "crashed"}  # fmt: skip
+    # The verdict replaces any older verdict tag and keeps the others.
+    for run in runs:
+        assert run.updated_tags[-1] == ["keep-me", verdicts[run.id]]
+    # Triplet evolution downloaded through Run.file(...).download(...).
+    assert (out / "triplets" / "good1_epoch001.png").is_file()
+    assert (out / "triplets" / "good1_epoch012.png").is_file()
+
+
+def _fast(retry):
+    return lambda call, retries=6, base_s=1.0, sleep=time.sleep: retry(call, retries, 0.001, sleep)
+
+
+def test_api_path_is_the_default_out_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKE_MEDIA", str(tmp_path))
+    monkeypatch.setattr(
+        wandb, "Api", lambda timeout=None: FakeApi([FakeRun("a", "good", {"lr": 1.0})])
+    )
+    assert cli.main(["report", "ent/proj/abc123"]) == 0
+    assert (tmp_path / "reports" / "abc123" / "report.html").is_file()

@@ -1,0 +1,159 @@
+"""Helpers for the sweeper tests: a trivial swept program, sweep files, storage inspection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import REPO, offline_env
+
+# A program the local engine can sweep like the trainer: it reads --key=value arguments,
+# appends one line per start to a ledger, writes progress.jsonl under
+# <output_dir>/runs/$WANDB_RUN_ID/ once per "epoch", and exits with --exit_code.
+TRIVIAL = r"""
+import json, os, sys, time
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+out = os.path.join(args.get("output_dir", "outputs"), "runs", os.environ["WANDB_RUN_ID"])
+os.makedirs(out, exist_ok=True)
+with open(args["ledger"], "a") as f:
+    f.write(json.dumps({
+        "run_id": os.environ["WANDB_RUN_ID"],
+        "sweep_id": os.environ["WANDB_SWEEP_ID"],
+        "group": os.environ.get("WANDB_RUN_GROUP"),
+        "mode": os.environ.get("WANDB_MODE"),
+        "param_path": os.environ["WANDB_SWEEP_PARAM_PATH"],
+        "params": open(os.environ["WANDB_SWEEP_PARAM_PATH"]).read(),
+        "x": float(args["x"]),
+        "pid": os.getpid(),
+    }) + "\n")
+x = float(args["x"])
+for epoch in range(1, int(args.get("epochs", 3)) + 1):
+    time.sleep(float(args.get("sleep", 0.1)))
+    with open(os.path.join(out, "progress.jsonl"), "a") as f:
+        f.write(json.dumps({"epoch": epoch, "val/recon_loss": x / epoch}) + "\n")
+sys.exit(int(args.get("exit_code", 0)))
+"""
+
+
+def trivial_sweep(tmp_path: Path, run_cap: int, **fixed: Any) -> Path:
+    """A random sweep over x in [0, 1] that runs the trivial program; returns the file."""
+    program = tmp_path / "trivial.py"
+    program.write_text(TRIVIAL)
+    params: dict[str, Any] = {"x": {"min": 0.0, "max": 1.0}}
+    fixed.setdefault("ledger", str(tmp_path / "ledger.jsonl"))
+    params.update({k: {"value": v} for k, v in fixed.items()})
+    return write_sweep(
+        tmp_path / "trivial.yaml",
+        {
+            "name": "trivial",
+            "program": str(program),
+            "method": "random",
+            "metric": {"name": "val/best_recon_loss", "goal": "minimize"},
+            "run_cap": run_cap,
+            "parameters": params,
+        },
+    )
+
+
+def write_sweep(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Offline W&B under tmp_path, the repo's python first on PATH (${interpreter} = python)."""
+    out = offline_env(tmp_path, **extra)
+    out["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), out.get("PATH", "")))
+    out["SWEEPER_STORAGE"] = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    return out
+
+
+def sweeper(tmp_path: Path, *args: str, timeout: float = 120, **kw: Any):
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args],
+        cwd=tmp_path,
+        env=kw.pop("env", None) or env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def create(tmp_path: Path, file: Path) -> str:
+    done = sweeper(tmp_path, "create", str(file))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def start_agent(tmp_path: Path, sweep_id: str, log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "agent", sweep_id, *args],
+            cwd=tmp_path,
+            env=env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def trials(tmp_path: Path, sweep_id: str):
+    """The sweep's trials, read back from its storage."""
+    from sweeper import store
+
+    st = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    return store.load_sweep(st, sweep_id).study.get_trials(deepcopy=False)
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def slot_of(trial, by_number: dict) -> int:
+    """The original trial whose budget slot a trial fills (following retries back)."""
+    while "retry_of" in trial.user_attrs:
+        trial = by_number[trial.user_attrs["retry_of"]]
+    return trial.number
+
+
+def assert_accounted(all_trials, budget: int) -> None:
+    """Each of the ``budget`` slots ended in exactly one counted trial; no trial left behind."""
+    from optuna.trial import TrialState
+
+    from sweeper import store
+
+    by_number = {t.number: t for t in all_trials}
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    originals = [t for t in all_trials if store.is_original(t)]
+    assert len(originals) == budget
+    counted = [t for t in all_trials if store.is_counted(t)]
+    slots = [slot_of(t, by_number) for t in counted]
+    assert sorted(slots) == sorted(t.number for t in originals), "a slot counted twice or never"
+    for lost in (t for t in all_trials if store.is_lost(t)):
+        retries = [
+            t
+            for t in all_trials
+            if t.user_attrs.get("retry_of") == lost.number and not store.is_void(t)
+        ]
+        assert len(retries) == 1, f"trial {lost.number} has {len(retries)} retries"
+        assert retries[0].params == lost.params
+
+
+def read_ledger(tmp_path: Path) -> list[dict]:
+    import json
+
+    path = tmp_path / "ledger.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+RUN_AGENT = REPO / "run_agent.sh"

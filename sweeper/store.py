@@ -179,7 +179,7 @@ def create_sweep(
 ) -> str:
     """A new sweep, or the existing one called ``name`` if its file is the same."""
     if name:
-        for summary in optuna.get_all_studies(storage=store.storage):
+        for summary in store.storage.get_all_studies():
             if summary.user_attrs.get("name") != name:
                 continue
             if summary.user_attrs.get("sweep_yaml") != text:

@@ -61,7 +61,10 @@ def load_file(path: str | Path) -> tuple[dict[str, Any] | None, list[str]]:
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        return None, [f"{source}: yaml: not valid YAML ({' '.join(str(exc).split())})"]
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return None, [f"{source}: yaml: not valid YAML ({where}{what})"]
     if not isinstance(cfg, dict):
         return None, [
             f"{source}: yaml: expected a mapping (a sweep config), got {type(cfg).__name__}"

@@ -1,0 +1,163 @@
+"""run_agent.sh: the commands it would run (--dry-run), and a real stop by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sweep_helpers import RUN_AGENT, env, read_ledger, trials, trivial_sweep, wait_for
+
+from sweeper import store
+
+
+def run_agent(tmp_path: Path, *args: str, path_prefix: Path | None = None, **kw):
+    e = env(tmp_path)
+    if path_prefix is not None:
+        e["PATH"] = f"{path_prefix}{os.pathsep}{e['PATH']}"
+    return subprocess.run(
+        [str(RUN_AGENT), *args],
+        cwd=tmp_path,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    )
+
+
+def launches(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("[run_agent] agent ")]
+
+
+def fake_nvidia_smi(tmp_path: Path, gpus: int) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    lines = "".join(f"echo 'GPU {i}: NVIDIA H200 (UUID: GPU-{i})'\n" for i in range(gpus))
+    script.write_text(f"#!/bin/sh\n{lines}")
+    script.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("args", "devices", "command"),
+    [
+        (
+            ["abcd1234", "--gpus", "0,1", "--agents-per-gpu", "2", "--count", "3"],
+            ["0", "0", "1", "1"],
+            "python -m sweeper agent abcd1234 --count 3",
+        ),
+        (
+            ["ent/proj/abcd1234", "--gpus", "3,5"],
+            ["3", "5"],
+            "wandb agent --forward-signals ent/proj/abcd1234",
+        ),
+        (
+            ["ent/proj/abcd1234", "--gpus", "0,1", "--agents", "3", "--count", "2"],
+            ["0", "1", "0"],
+            "wandb agent --forward-signals --count 2 ent/proj/abcd1234",
+        ),
+        (
+            ["abcd1234", "--gpus", "none", "--agents", "2", "--storage", "sqlite:///s.db"],
+            ["", ""],
+            "python -m sweeper agent abcd1234 --storage sqlite:///s.db",
+        ),
+    ],
+)
+def test_dry_run_prints_one_launch_per_agent(tmp_path, args, devices, command):
+    done = run_agent(tmp_path, *args, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = launches(done.stdout)
+    assert len(lines) == len(devices)
+    for i, (line, device) in enumerate(zip(lines, devices, strict=True)):
+        where = f"GPU {device}" if device else "CPU"
+        assert line.startswith(f"[run_agent] agent {i} ({where}): CUDA_VISIBLE_DEVICES={device} ")
+        assert f" {command} > logs/agent-abcd1234-{i}" in line
+    assert not (tmp_path / "logs").exists(), "a dry run starts and writes nothing"
+
+
+def test_dry_run_defaults_to_every_gpu_nvidia_smi_lists(tmp_path):
+    bin_dir = fake_nvidia_smi(tmp_path, gpus=3)
+    done = run_agent(tmp_path, "abcd1234", "--dry-run", path_prefix=bin_dir)
+    assert [line.split("CUDA_VISIBLE_DEVICES=")[1][0] for line in launches(done.stdout)] == [
+        "0",
+        "1",
+        "2",
+    ]
+    no_gpu = run_agent(tmp_path, "abcd1234", "--dry-run")
+    assert len(launches(no_gpu.stdout)) == 1 and "(CPU)" in no_gpu.stdout
+
+
+def test_dry_run_local_file_creates_then_runs(tmp_path):
+    file = trivial_sweep(tmp_path, run_cap=2)
+    done = run_agent(tmp_path, "--local", str(file), "--agents", "2", "--count", "1", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"[run_agent] python -m sweeper create {file}"
+    assert all("python -m sweeper agent ID --count 1" in line for line in launches(done.stdout))
+    assert not (tmp_path / "sweeps.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["abcd1234", "--agents-per-gpu", "2"], "no GPU found"),
+        (["abcd1234", "--count", "0"], "--count=0: must be a positive integer"),
+        (["abcd1234", "--gpus", "a,b"], "--gpus=a,b: expected a list"),
+        (["abcd1234", "--frobnicate"], "unknown option --frobnicate"),
+        (["--local", "missing.yaml"], "--local missing.yaml: no such file"),
+        (["abcd1234", "--agents", "2", "--agents-per-gpu", "2"], "not both"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
+    done = run_agent(tmp_path, *args, "--dry-run")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("run_agent.sh: error: ") and message in line
+
+
+def test_sigterm_stops_its_agents_and_only_those(tmp_path):
+    file = trivial_sweep(tmp_path, run_cap=6, sleep=2.0)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    proc = subprocess.Popen(
+        [str(RUN_AGENT), "--local", str(file), "--agents", "2", "--stagger", "0.2"],
+        cwd=tmp_path,
+        env=env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(read_ledger(tmp_path)) >= 2, 90, "both agents to start a trial")
+        trial_pids = [row["pid"] for row in read_ledger(tmp_path)]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        alive = bystander.poll() is None
+        bystander.kill()
+        bystander.wait()
+    assert alive, "run_agent.sh must stop only its own agents"
+    assert proc.returncode != 0
+    assert "stopping 2 agent(s)" in err
+    sweep_id = next(
+        line.split()[-1] for line in out.splitlines() if line.startswith("[run_agent] local sweep")
+    )
+    for pid in trial_pids:
+        assert not Path(f"/proc/{pid}/cmdline").exists() or _zombie(pid)
+    # Each agent gave its running trial back, so a later agent runs it again.
+    given_back = [t for t in trials(tmp_path, sweep_id) if store.is_lost(t)]
+    assert len(given_back) == 2
+    logs = sorted((tmp_path / "logs").glob(f"agent-{sweep_id}-*.log"))
+    assert len(logs) == 2 and all("given back" in log.read_text() for log in logs)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -104,9 +104,13 @@ def start_agent(tmp_path: Path, sweep_id: str, log: Path, *args: str) -> subproc
 
 def trials(tmp_path: Path, sweep_id: str):
     """The sweep's trials, read back from its storage."""
+    import warnings
+
     from sweeper import store
 
-    st = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna calls heartbeats "experimental"
+        st = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
     return store.load_sweep(st, sweep_id).study.get_trials(deepcopy=False)
 
 

@@ -207,18 +207,10 @@ def train_batches(
         return
     from torch.utils.data import DataLoader
 
-    augment = augmentations(cfg)
-    augment.set_random_state(seed=(cfg.seed * 100_003 + epoch) % 2**32)
-
-    def reseed(worker_id: int) -> None:
-        augment.set_random_state(seed=torch.initial_seed() % 2**32)
-
     loader = DataLoader(
-        _Augmented(data, augment),
+        _Augmented(data, augmentations(cfg), seed=cfg.seed * 100_003 + epoch),
         batch_sampler=[idx.tolist() for idx in chunks],
         num_workers=cfg.num_workers,
-        worker_init_fn=reseed,
-        generator=torch.Generator().manual_seed(cfg.seed + epoch),
     )
     yield from loader
 
@@ -228,13 +220,17 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 class _Augmented(torch.utils.data.Dataset):
-    def __init__(self, data: torch.Tensor, transform):
-        self.data, self.transform = data, transform
+    """Each sample's random draw depends on (seed, epoch, index) only: the same with any
+    number of workers, and after a mid-epoch resume."""
+
+    def __init__(self, data: torch.Tensor, transform, seed: int):
+        self.data, self.transform, self.seed = data, transform, seed
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        self.transform.set_random_state(seed=(self.seed * 1_000_003 + i) % 2**32)
         out = self.transform(self.data[i])
         # Random transforms return MetaTensor; the model (and torch.compile) want plain tensors.
         return out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)

@@ -223,9 +223,9 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
             if bar is not None:
                 bar.set_postfix_str(f"recon {rows.last_recon:.4f}", refresh=False)
                 bar.update(1)
-        if bar is not None:
-            bar.close()
         if signals.pending:
+            if bar is not None:
+                bar.close()
             if not flush():
                 return diverged(run, finish, bar)
             # A mid-epoch checkpoint: the restart skips the batches already done.
@@ -269,13 +269,14 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
                     m.TRAIN_TIME_PER_EPOCH: train_seconds,
                 },
             )
-        if bar is None:
-            print(
-                f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "
-                f"{m.VAL_RECON} {val_recon:.4f}  best {pos.best_val:.4f} (epoch {pos.best_epoch})  "
-                f"{seconds:.1f} s",
-                flush=True,
-            )
+        if bar is not None:
+            bar.close()
+        print(
+            f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "
+            f"{m.VAL_RECON} {val_recon:.4f}  best {pos.best_val:.4f} (epoch {pos.best_epoch})  "
+            f"{seconds:.1f} s",
+            flush=True,
+        )
     if signals.preempt:
         run.mark_preempting()
         finish("preempted")

@@ -1,0 +1,115 @@
+"""What logging costs the trainer: steps/s of ``python -m trainer`` against a bare loop.
+
+Compared, on the same machine in one run, with the demo/default config (channels
+(32, 64, 64), batch 8, 64x64 synthetic images, 8 steps per epoch):
+
+- **full trainer**: the real ``python -m trainer`` in a subprocess, W&B offline, every metric
+  of the contract logged (per-step losses, train triplet each epoch, validation triplets),
+  checkpoints every epoch. Its training-phase speed is read from ``train_time_per_epoch``
+  in the run's ``progress.jsonl`` (steps and their logging; validation excluded), and its
+  whole-epoch speed from ``time_per_epoch`` (validation, triplets and checkpoints included).
+- **bare loop**: the same model, data, batches, loss function and Adam steps in this
+  process, with nothing else: no logging, no validation, no checkpoints. Run before and
+  after the trainer; the mean of the two is the reference.
+
+Epoch 1 of each is a warm-up and not counted. The ratio trainer/bare of the training
+phase is the figure of merit (target >= 0.95 on a CPU). Takes about two minutes on two
+CPU cores. Usage: ``python bench/trainer_overhead.py [--epochs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def bare_loop(epochs: int) -> float:
+    """Steps per second of the bare loop over epochs 2..N."""
+    import torch
+
+    from trainer import data
+    from trainer.config import build
+    from trainer.model import build_model, forward, losses
+
+    cfg = build({"max_epochs": epochs})
+    torch.manual_seed(cfg.seed)
+    train_x = data.load(cfg).train
+    model = build_model(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    steps, seconds = 0, 0.0
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        n = 0
+        for x in data.train_batches(train_x, cfg, epoch):
+            recon, z_mu, z_sigma = forward(model, x, sample=True)
+            out = losses(x, recon, z_mu, z_sigma, cfg, None)
+            optimizer.zero_grad(set_to_none=True)
+            out["total"].backward()
+            optimizer.step()
+            n += 1
+        if epoch > 1:
+            seconds += time.perf_counter() - started
+            steps += n
+    return steps / seconds
+
+
+def full_trainer(epochs: int, workdir: Path) -> tuple[float, float, float]:
+    """(training-phase steps/s, whole-epoch steps/s, process wall seconds) over epochs 2..N."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(workdir),
+        WANDB_CONFIG_DIR=str(workdir / ".config"),
+        WANDB_CACHE_DIR=str(workdir / ".cache"),
+        PYTHONPATH=str(REPO),
+    )
+    cmd = [sys.executable, "-m", "trainer", f"--max_epochs={epochs}", f"--output_dir={workdir}"]
+    started = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    (progress,) = workdir.glob("runs/*/progress.jsonl")
+    rows = [json.loads(line) for line in progress.read_text().splitlines()][1:]
+    steps = 8 * len(rows)  # n_train 64 / batch 8
+    train_s = sum(r["train_time_per_epoch"] for r in rows)
+    epoch_s = sum(r["time_per_epoch"] for r in rows)
+    return steps / train_s, steps / epoch_s, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement (>= 2)")
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU only", flush=True)
+    before = bare_loop(args.epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_rate, epoch_rate, wall = full_trainer(args.epochs, Path(tmp))
+    after = bare_loop(args.epochs)
+    bare = (before + after) / 2
+    counted = 8 * (args.epochs - 1)
+    print(
+        f"bare loop           {before:.3f} / {after:.3f} steps/s (before / after), mean {bare:.3f}"
+    )
+    print(
+        f"trainer, training   {train_rate:.3f} steps/s  ratio {train_rate / bare:.3f}  (target >= 0.95)"
+    )
+    print(
+        f"trainer, whole epoch {epoch_rate:.3f} steps/s  ratio {epoch_rate / bare:.3f}  (with validation)"
+    )
+    print(f"trainer process wall {wall:.1f} s for {args.epochs} epochs ({counted} steps counted)")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import threading
 from pathlib import Path
 
 from analysis.diagnose import THRESHOLD_FIELDS, Thresholds
@@ -81,6 +82,8 @@ def _resolve(source: str, sweep: str | None) -> tuple[str, Path | str, str | Non
             raise UserError(f"{source}: local sweep id, but {root} holds no runs")
         return "folder", root, source
     if API_PATH.match(source):
+        if sweep and sweep != source.rsplit("/", 1)[-1]:
+            raise UserError(f"--sweep {sweep} contradicts the sweep path {source}")
         return "api", source, None
     raise UserError(
         f"{source}: no such folder, and not ENTITY/PROJECT/SWEEP_ID or a local sweep id"
@@ -96,6 +99,14 @@ def _default_out(kind: str, where: Path | str, sweep: str | None) -> Path:
     return Path("reports") / (folder.parent.name if folder.name == "wandb" else folder.name)
 
 
+def _warm_imports() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import optuna.importance  # noqa: F401
+
+
 def main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     th = Thresholds(**{name: getattr(args, name) for name in THRESHOLD_FIELDS})
@@ -106,6 +117,8 @@ def main(argv: list[str] | None) -> int:
     # Imported here so that a bad argument fails fast, before matplotlib and Optuna load.
     from analysis import judge, report
 
+    # The report's heavy imports load while the runs are read (that waits on subprocesses).
+    threading.Thread(target=_warm_imports, daemon=True).start()
     handles = None
     if kind == "folder":
         from analysis.offline import read_folder

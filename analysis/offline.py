@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from trainer import metrics as M
 from trainer.errors import UserError
 
 PREEMPTED_EXIT = 75
+STARTED = re.compile(r"\d{8}_\d{6}")
 # Keys kept from history rows; everything else (media metadata, _runtime...) is dropped early.
 TRAIN_PREFIX = "train/"
 TRIPLET_PATH = ".path"
@@ -190,8 +192,8 @@ def read_folder(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pieces = list(pool.map(lambda f: read_file(f, core, now, running_window_s), files))
     by_id: dict[str, list[RunRecord]] = {}
-    # Folder names start with the start time, so sorting by folder puts resumed pieces in order.
-    for piece in sorted(pieces, key=lambda r: Path(r.sources[0]).name):
+    # Folder names hold the start time, so sorting by it puts resumed pieces in order.
+    for piece in sorted(pieces, key=lambda r: _started(Path(r.sources[0]).name)):
         by_id.setdefault(piece.run_id, []).append(piece)
     runs = [merge(parts) for parts in by_id.values()]
     notes = []
@@ -206,6 +208,12 @@ def read_folder(
                 f"{unknown} run(s) with an empty log (killed before W&B wrote it) left out: their sweep is unknown"
             )
     return runs, notes
+
+
+def _started(folder: str) -> str:
+    """``20261128_133358`` from ``offline-run-20261128_133358-<id>`` or ``run-...-<id>``."""
+    found = STARTED.search(folder)
+    return found.group(0) if found else folder
 
 
 def default_workers() -> int:

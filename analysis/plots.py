@@ -89,7 +89,8 @@ def loss_curves(judged: list[Judged], out: Path, top: int) -> Path:
         if i == 0:
             ax.legend(fontsize=6)
     fig.suptitle("Training vs validation recon loss per epoch (dashed: train)", fontsize=9)
-    fig.tight_layout()
+    # Fixed margins: tight_layout measures every label and costs seconds with many panels.
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.05, hspace=0.45, wspace=0.3)
     return _save(fig, out / "loss_curves.png")
 
 

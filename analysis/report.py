@@ -109,7 +109,12 @@ def write_report(
         ("Time per epoch", plots.time_per_epoch(judged, out / "plots")),
     ]  # fmt: skip
     if imps:
-        figures.append(("Hyperparameter importance", plots.importance_bars(imps, out / "plots")))
+        figures.append(
+            (
+                "fANOVA importance of each swept hyperparameter",
+                plots.importance_bars(imps, out / "plots"),
+            )
+        )
     figures = [(t, p) for t, p in figures if p]
     triplets = triplet_evolution(judged, out, fetch)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -64,7 +65,10 @@ def _child(request: dict) -> None:
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        sys.argv = ["trainer", *request["argv"]]
+        # Look like `python -m trainer` to wandb, which records the program from __main__.
+        spec = importlib.util.find_spec("trainer.__main__")
+        sys.modules["__main__"].__spec__ = spec
+        sys.argv = [spec.origin, *request["argv"]]
         from trainer.cli import main
         from trainer.errors import run_cli
 

@@ -95,9 +95,15 @@ def test_unreadable_image_is_one_line_naming_the_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def restore_signals():
+def in_process_run():
+    """train.run inside pytest: put back its signal handlers and wandb's process-wide settings
+    (wandb reads WANDB_SWEEP_PARAM_PATH once per process, at its first setup)."""
+    import wandb
+
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    wandb.teardown()
     yield
+    wandb.teardown()
     for s, handler in saved.items():
         signal.signal(s, handler)
 
@@ -108,7 +114,7 @@ def tiny_cfg(tmp_path: Path, *extra: str):
 
 @pytest.mark.slow
 def test_run_config_is_the_final_authority(
-    tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch, restore_signals
+    tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch, in_process_run
 ) -> None:
     from trainer import train
 
@@ -126,7 +132,7 @@ def test_run_config_is_the_final_authority(
 
 @pytest.mark.slow
 def test_bad_value_in_run_config_finishes_the_run_with_exit_2(
-    tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch, restore_signals
+    tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch, in_process_run
 ) -> None:
     from trainer import train
 

@@ -153,6 +153,14 @@ stop_agents() {
 }
 trap stop_agents INT TERM
 
+# CPU agents share the cores: give each its share of threads (torch would start one per core in
+# every agent, and oversubscribed OpenMP threads slow training many times over).
+if [[ -z "${devices[0]}" && -z "${OMP_NUM_THREADS:-}" ]]; then
+    cores=$(nproc 2>/dev/null || echo 1)
+    export OMP_NUM_THREADS=$((cores / ${#devices[@]} > 0 ? cores / ${#devices[@]} : 1))
+    echo "[run_agent] ${#devices[@]} CPU agent(s) on $cores core(s): OMP_NUM_THREADS=$OMP_NUM_THREADS each"
+fi
+
 [[ $dry_run -eq 1 ]] || mkdir -p "$logs"
 tag=${sweep_id##*/}
 tag=${tag//[^A-Za-z0-9_-]/_}

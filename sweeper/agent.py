@@ -205,9 +205,13 @@ class Agent:
         target = trainer_argv(command) if self.fork else None
         if target is not None:
             interpreter, argv = target
-            if self.server is None or not self.server.alive():
-                self.server = ForkServer(interpreter, dict(os.environ), self.cwd)
-            return self.server.start(argv, env, self.cwd, log)
+            try:
+                if self.server is None or not self.server.alive():
+                    self.server = ForkServer(interpreter, dict(os.environ), self.cwd)
+                return self.server.start(argv, env, self.cwd, log)
+            except (RuntimeError, OSError) as exc:
+                self.say(f"fork server unavailable ({exc}); starting trials as cold processes")
+                self.fork, self.server = False, None
         return spawn(command, env, self.cwd, log)
 
     def _heartbeat(self, trial_id: int, done: threading.Event) -> None:

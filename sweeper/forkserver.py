@@ -119,7 +119,11 @@ class Child:
             if self._popen is not None:
                 self.returncode = self._popen.poll()
             else:
-                self.returncode = self._server.exit_status(timeout=0)
+                try:
+                    self.returncode = self._server.exit_status(timeout=0)
+                except RuntimeError:
+                    # The server died; its child got SIGTERM from the parent-death signal.
+                    self.returncode = -signal.SIGTERM
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int | None:

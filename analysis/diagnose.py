@@ -192,6 +192,7 @@ def diagnose(
     context: SweepContext = SweepContext(),
     flagged_diverged: bool = False,
     exit_code: int | None = None,
+    stopped_early: bool = False,
 ) -> Verdict:
     """The verdict for one run, with its reasons (sentences with the numbers) and numbers."""
     val_finite = [v for v in curves.val if math.isfinite(v)]
@@ -225,12 +226,10 @@ def diagnose(
         else:
             why = f"the run exited with status {exit_code} after {n} epochs"
         return Verdict("crashed", [why], numbers)
+    early = [f"stopped early after {n} epochs (SIGTERM: the sweep's early termination, or a user)"]
     if n < th.min_epochs:
-        return Verdict(
-            "insufficient",
-            [f"only {n} validated epoch(s); at least {th.min_epochs} are needed to read a trend"],
-            numbers,
-        )
+        why = f"only {n} validated epoch(s); at least {th.min_epochs} are needed to read a trend"
+        return Verdict("insufficient", early * stopped_early + [why], numbers)
 
     width = max(1, min(th.smooth, n // 3))
     train = _smoothed(curves.train, width)
@@ -244,6 +243,8 @@ def diagnose(
         f" (smoothed over {width})"
     )
 
+    if stopped_early:
+        trend = f"{early[0]}; {trend}"
     train_falls = math.isfinite(train_drop) and train_drop >= th.train_drop_min
     val_rises = math.isfinite(gl) and gl >= th.gl_max
     val_stalls = math.isfinite(val_drop) and val_drop < th.val_stall

@@ -62,7 +62,8 @@ def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
             run.summary.get(M.SUMMARY_DIVERGED) is True
             or run.summary.get(M.SUMMARY_STATUS) == "diverged"
         )
-        v = diagnose(c, run.state, th, context, flagged_diverged=flagged, exit_code=run.exit_code)
+        stopped = run.summary.get(M.SUMMARY_STATUS) == "stopped"
+        v = diagnose(c, run.state, th, context, flagged, run.exit_code, stopped_early=stopped)
         final_train = next((t for t in reversed(c.train) if math.isfinite(t)), None)
         row = {
             "run_id": run.run_id,

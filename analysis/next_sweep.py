@@ -11,20 +11,30 @@ from typing import Any
 from trainer import metrics as M
 from trainer.config import DEFAULTS, FIELDS
 
-# Ranges become explicit value lists when the sweep tried at most this many distinct values.
+# Numbers become explicit value lists when the sweep tried at most this many distinct values
+# (and some of them repeat).
 MAX_CATEGORIES = 6
 # A remedy is applied when at least this share of the finished runs shows the problem.
 REMEDY_SHARE = 0.3
 NOT_CARRIED = {"output_dir"}
+# Positive values spread over this factor or more (lr, kl_weight) are searched on a log scale.
+LOG_SPAN = 4
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _round(x: float) -> float:
+    """Three significant digits: a range bound, not a measurement."""
+    return float(f"{x:.3g}")
+
+
 def _range(key: str, top: list[Any], everything: list[Any]) -> dict[str, Any]:
     distinct = {json.dumps(v, sort_keys=True): v for v in everything}
-    if len(distinct) <= MAX_CATEGORIES or not all(_is_number(v) for v in everything):
+    # A few values that repeat came from a list; values that never repeat were sampled.
+    from_list = len(distinct) <= MAX_CATEGORIES and len(distinct) < len(everything)
+    if from_list or not all(_is_number(v) for v in everything):
         kept = {json.dumps(v, sort_keys=True): v for v in top}
         # Keep a choice to make: add the next value the ranking liked.
         for k, v in distinct.items():
@@ -36,10 +46,15 @@ def _range(key: str, top: list[Any], everything: list[Any]) -> dict[str, Any]:
     if all(isinstance(v, int) for v in everything):
         return {"distribution": "int_uniform", "min": int(lo), "max": int(max(hi, lo + 1))}
     span = max(everything) / min(everything) if min(everything) > 0 else 0
-    if span > 10:
-        return {"distribution": "log_uniform_values", "min": float(lo) / 2, "max": float(hi) * 2}
+    if span >= LOG_SPAN:
+        return {
+            "distribution": "log_uniform_values",
+            "min": _round(lo / 1.5),
+            "max": _round(hi * 1.5),
+        }
     pad = 0.1 * ((hi - lo) or abs(hi) or 1.0)
-    return {"distribution": "uniform", "min": float(lo - pad), "max": float(hi + pad)}
+    low = lo - pad if lo - pad >= 0 or min(everything) < 0 else 0.0  # weights stay >= 0
+    return {"distribution": "uniform", "min": _round(low), "max": _round(hi + pad)}
 
 
 def next_sweep(
@@ -97,8 +112,8 @@ def _against_overfitting(
     low = kl * 10 if kl > 0 else 1e-6
     parameters["kl_weight"] = {
         "distribution": "log_uniform_values",
-        "min": float(low),
-        "max": float(low * 100),
+        "min": _round(low),
+        "max": _round(low * 100),
     }
     notes.append(
         f"{n} of {total} runs overfit: kl_weight shifted up to [{low:g}, {low * 100:g}] (guide)"

@@ -221,3 +221,12 @@ def test_thresholds_change_the_verdict():
 def test_curves_type_is_plain_data():
     c = Curves([1], [0.5], [0.6], [1.0], [])
     assert diagnose(c, FINISHED, TH).verdict == "insufficient"
+
+
+def test_runs_stopped_early_say_so():
+    train, val = epoch_losses("good", 2)
+    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, stopped_early=True)
+    assert v.verdict == "insufficient" and "stopped early after 2 epochs" in v.reasons[0]
+    train, val = epoch_losses("good", 8)
+    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, GOOD_CONTEXT, stopped_early=True)
+    assert v.verdict == "good" and v.reasons[0].startswith("stopped early after 8 epochs")

@@ -258,6 +258,7 @@ def test_local_sweep_id_reads_outputs_wandb(runs_dir, tmp_path):
         (["{empty}"], "no W&B runs found"),
         (["{runs}", "--sweep", "zzzzzzzz"], "no run of sweep 'zzzzzzzz'"),
         (["{runs}", "--tag"], "--tag writes verdicts"),
+        (["ent/proj/abc", "--sweep", "xyz"], "contradicts the sweep path"),
         (["{runs}", "--min_epochs", "x"], "invalid int value"),
     ],
 )

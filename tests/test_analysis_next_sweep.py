@@ -1,0 +1,98 @@
+"""The next sweep and the hyperparameter importance, from result rows (no I/O)."""
+
+from __future__ import annotations
+
+import sweeps
+from analysis.importance import importance
+from analysis.next_sweep import next_sweep
+from sweeper.validate import validate_sweep
+
+BASE = {
+    "channels": [8, 8],
+    "norm_num_groups": 4,
+    "num_res_blocks": 1,
+    "augment": False,
+    "image_size": 16,
+}
+
+
+def row(verdict: str, best: float, state: str = "finished", **config) -> dict:
+    return {
+        "verdict": verdict,
+        "best_val_recon_loss": best,
+        "state": state,
+        "config": {**BASE, **config},
+    }
+
+
+def valid(cfg: dict) -> None:
+    assert sweeps.schema_violations_from_proposed_config(cfg) == []
+    assert validate_sweep(cfg, "next_sweep.yaml") == []
+
+
+def test_overfitting_sweep_shifts_kl_weight_up_and_adds_augment():
+    rows = [
+        row("overfitting", 0.10, kl_weight=1e-7, lr=1e-3),
+        row("overfitting", 0.12, kl_weight=1e-6, lr=2e-3),
+        row("good", 0.15, kl_weight=1e-5, lr=5e-4),
+        row("crashed", 0.5, state="failed", kl_weight=1e-5, lr=1e-2),
+    ]
+    cfg, notes = next_sweep(rows, ["kl_weight", "lr"], "next")
+    valid(cfg)
+    # The best run's kl_weight (1e-7) times 10, up to 100 times that.
+    assert cfg["parameters"]["kl_weight"] == {
+        "distribution": "log_uniform_values",
+        "min": 1e-6,
+        "max": 1e-4,
+    }
+    assert cfg["parameters"]["augment"] == {"values": [True, False]}
+    assert any("2 of 3 runs overfit" in n for n in notes)
+    # Sampled values (none repeats) stay a range, narrowed around the best 3 finished runs.
+    lr = cfg["parameters"]["lr"]
+    assert (
+        lr["distribution"] == "log_uniform_values" and lr["min"] < 5e-4 and 2e-3 < lr["max"] < 1e-2
+    )
+    assert cfg["parameters"]["image_size"] == {
+        "value": 16
+    }  # the runs' non-default settings carry over
+
+
+def test_underfitting_sweep_adds_capacity():
+    rows = [
+        row("good", 0.1, lr=1e-3, channels=[16, 16]),
+        row("underfitting", 0.4, lr=1e-3),
+        row("underfitting", 0.5, lr=1e-3),
+    ]
+    cfg, notes = next_sweep(rows, ["channels"], "next")
+    valid(cfg)
+    assert [32, 32] in cfg["parameters"]["channels"]["values"]
+    assert cfg["parameters"]["num_res_blocks"] == {"values": [1, 2]}
+    assert any("underfit" in n for n in notes)
+
+
+def test_repeated_values_stay_a_list():
+    rows = [row("good", 0.1 + i / 100, lr=[1e-3, 1e-4][i % 2]) for i in range(6)]
+    cfg, _ = next_sweep(rows, ["lr"], "next")
+    valid(cfg)
+    assert sorted(cfg["parameters"]["lr"]["values"]) == [1e-4, 1e-3]
+
+
+def test_importance_needs_enough_varied_finished_runs():
+    few = [row("good", 0.1, lr=1e-3), row("good", 0.2, lr=1e-4)]
+    result, why = importance(few, ["lr"])
+    assert result is None and "at least 3 finished runs" in why
+    same = [row("good", 0.1 + i, lr=1e-3) for i in range(4)]
+    assert importance(same, ["lr"])[0] is None
+    # lr drives the loss, channels (a list, encoded as a string) barely.
+    many = [
+        row(
+            "good",
+            0.1 * (1 + i % 4) + 0.001 * (i % 2),
+            lr=[1e-4, 3e-4, 1e-3, 3e-3][i % 4],
+            channels=[[8, 8], [16, 16]][i % 2],
+        )  # fmt: skip
+        for i in range(16)
+    ]
+    result, why = importance(many, ["lr", "channels"])
+    assert set(result) == {"lr", "channels"} and result["lr"] > result["channels"]
+    assert "fANOVA" in why and "16 finished runs" in why

@@ -27,8 +27,8 @@ from trainer.errors import UserError
 
 PREEMPTED_EXIT = 75
 STARTED = re.compile(r"\d{8}_\d{6}")
-# Keys kept from history rows; everything else (media metadata, _runtime...) is dropped early.
-TRAIN_PREFIX = "train/"
+# Scalars kept from per-step rows; the rest (media metadata, _runtime...) is dropped early.
+TRAIN_SCALARS = (M.TRAIN_STEP, M.TRAIN_RECON, M.TRAIN_KL, M.TRAIN_PERCEPTUAL, M.TRAIN_LOSS, M.LR)
 TRIPLET_PATH = ".path"
 
 
@@ -76,9 +76,7 @@ def read_raw(run_file: Path, core: str | None) -> str:
 
 def _number(value: object) -> float | None:
     """History values: numbers, or the strings "NaN"/"Infinity" W&B writes for non-finite ones."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
+    if type(value) in (float, int, bool):
         return float(value)
     if isinstance(value, str):
         try:
@@ -96,7 +94,7 @@ def parse_records(
     rec = RunRecord(run_id=run_id, sources=[str(run_file.parent)])
     files_dir = run_file.parent / "files"
     last_step: float | None = None
-    last_values: dict[str, object] = {}
+    last_rows: dict[bool, dict[str, object]] = {}
     explicit_summary: dict[str, object] = {}
     exit_code: int | None = None
     for line in lines:
@@ -107,8 +105,9 @@ def parse_records(
             item = json.loads(line)["history"]["item"]
             _history_row(rec, item, files_dir, last_step)
             if M.TRAIN_STEP in item:
-                last_step = _number(item[M.TRAIN_STEP])
-            last_values.update(item)
+                last_step = rec.train[-1][M.TRAIN_STEP]
+            # The summary W&B would show holds each key's last value; the last rows suffice.
+            last_rows[M.TRAIN_STEP in item] = item
         elif kind == "summary":
             # Most summary records mirror a history row (they carry _step); only explicit
             # ``run.summary[...] = ...`` updates add information.
@@ -126,6 +125,7 @@ def parse_records(
             exit_code = int(json.loads(line)["exit"].get("exit_code", 0))
     rec.config.pop("_wandb", None)
     rec.name = rec.name or run_id
+    last_values = {**last_rows.get(False, {}), **last_rows.get(True, {})}
     rec.summary = {k: v for k, v in last_values.items() if not k.startswith("_") and "." not in k}
     rec.summary.update(explicit_summary)
     rec.exit_code = exit_code
@@ -150,10 +150,7 @@ def _state(exit_code: int | None, run_file: Path, now: float, running_window_s: 
 
 def _history_row(rec: RunRecord, item: dict, files_dir: Path, last_step: float | None) -> None:
     if M.TRAIN_STEP in item:
-        row = {M.TRAIN_STEP: _number(item[M.TRAIN_STEP])}
-        for key, value in item.items():
-            if key.startswith(TRAIN_PREFIX) and "." not in key:
-                row[key] = _number(value)
+        row = {k: _number(item[k]) for k in TRAIN_SCALARS if k in item}
         rec.train.append(row)
         path = item.get(M.TRAIN_TRIPLETS + TRIPLET_PATH)
         # A resumed piece starts mid-run: its epoch is known only after its first val row.

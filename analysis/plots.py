@@ -129,7 +129,9 @@ def params_vs_loss(judged: list[Judged], params: list[str], out: Path) -> Path |
         ax.set_ylabel("best val/recon_loss", fontsize=7)
         ax.tick_params(labelsize=6)
     _legend(axes.flat[0], {j.row["verdict"] for j in scored})
-    fig.tight_layout()
+    fig.subplots_adjust(
+        left=0.08, right=0.98, top=0.95, bottom=0.15 / rows, hspace=0.5, wspace=0.35
+    )
     return _save(fig, out / "params_vs_loss.png")
 
 

@@ -13,8 +13,16 @@ Compared, on the same machine in one run, with the demo/default config (channels
   after the trainer; the mean of the two is the reference.
 
 Epoch 1 of each is a warm-up and not counted. The ratio trainer/bare of the training
-phase is the figure of merit (target >= 0.95 on a CPU). Takes about two minutes on two
-CPU cores. Usage: ``python bench/trainer_overhead.py [--epochs N]``.
+phase is the figure of merit (target >= 0.95 on a CPU).
+
+Wall-clock ratios are only as steady as the machine: on a shared CPU the bare loop alone can
+vary by 2x between its two runs (both are printed). So the script also times the logging
+itself, which is what the trainer adds to a step: the same calls (per-step rows and one
+train triplet per epoch; every validation triplet per epoch apart) into a real offline W&B
+run, with no model.
+``bare step / (bare step + logging per step)`` bounds the ratio from that side and does not
+depend on the load. Takes a couple of minutes on two idle CPU cores.
+Usage: ``python bench/trainer_overhead.py [--epochs N]``.
 """
 
 from __future__ import annotations
@@ -86,6 +94,44 @@ def full_trainer(epochs: int, workdir: Path) -> tuple[float, float, float]:
     return steps / train_s, steps / epoch_s, wall
 
 
+def logging_cost(epochs: int, workdir: Path) -> tuple[float, float]:
+    """(seconds of logging per training step, seconds of validation triplets per epoch),
+    timed on the trainer's own logging calls into a real offline W&B run, without a model."""
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(workdir))
+    import torch
+    import wandb
+
+    from trainer import logger
+    from trainer import metrics as m
+    from trainer.config import build
+
+    cfg = build({})
+    steps_per_epoch = cfg.n_train // cfg.batch_size
+    image = torch.rand(1, cfg.image_size, cfg.image_size)
+    run = wandb.init(project="bench", config=cfg.to_dict())
+    logger.define_metrics(run)
+    rows = logger.StepRows(run, log_from_step=0)
+    losses = {k: torch.rand(()) for k in ("recon", "kl", "total")}
+    train_s = val_s = 0.0
+    step = 0
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        for i in range(steps_per_epoch):
+            step += 1
+            extra = {m.TRAIN_TRIPLETS: logger.triplet_image(image, image, "b")} if i == 0 else None
+            rows.add(step, losses, extra)
+            rows.flush()
+        train_s += time.perf_counter() - started
+        started = time.perf_counter()
+        triplets = {
+            m.val_triplet_key(i): logger.triplet_image(image, image, "b") for i in range(cfg.n_val)
+        }
+        run.log({m.EPOCH: epoch, m.VAL_RECON: 0.1, **triplets})
+        val_s += time.perf_counter() - started
+    run.finish()
+    return train_s / step, val_s / epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement (>= 2)")
@@ -97,6 +143,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train_rate, epoch_rate, wall = full_trainer(args.epochs, Path(tmp))
     after = bare_loop(args.epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        per_step, val_triplets = logging_cost(20, Path(tmp))
     bare = (before + after) / 2
     counted = 8 * (args.epochs - 1)
     print(
@@ -109,6 +157,13 @@ def main() -> None:
         f"trainer, whole epoch {epoch_rate:.3f} steps/s  ratio {epoch_rate / bare:.3f}  (with validation)"
     )
     print(f"trainer process wall {wall:.1f} s for {args.epochs} epochs ({counted} steps counted)")
+    fastest = max(before, after)
+    bound = (1 / fastest) / (1 / fastest + per_step)
+    print(
+        f"logging alone        {per_step * 1e3:.2f} ms per step (rows + train triplet); bare step "
+        f"{1e3 / fastest:.0f} ms -> training ratio bound {bound:.4f}; validation triplets "
+        f"{val_triplets * 1e3:.0f} ms per epoch"
+    )
 
 
 if __name__ == "__main__":

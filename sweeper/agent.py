@@ -2,7 +2,7 @@
 how it ended; repeat until the sweep's budget is spent (or ``--count`` trials ran).
 
 A trial's process gets what ``wandb agent`` gives a run: the command with its macros
-rendered by wandb's own helpers, ``WANDB_SWEEP_ID``, ``WANDB_RUN_ID``,
+rendered as wandb renders them, ``WANDB_SWEEP_ID``, ``WANDB_RUN_ID``,
 ``WANDB_SWEEP_PARAM_PATH`` (``key: {value: v}``, merged into ``run.config`` by
 ``wandb.init``), plus ``WANDB_RUN_GROUP`` = the sweep id, and ``WANDB_MODE=offline`` unless the
 user chose a mode.
@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -83,19 +84,55 @@ def epoch_values(path: Path, metric: str, goal: str) -> list[tuple[int, float]]:
     return out
 
 
-def render(cfg: dict[str, Any], values: dict[str, Any]) -> list[str]:
-    """The command line ``wandb agent`` would run for these values."""
-    from wandb.sdk.launch.sweeps import utils as sweep_utils
+ENVVAR_MACRO = re.compile(r"\$\{envvar\:([A-Z0-9_]*)\}")
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 
-    command = sweep_utils.create_sweep_command(list(cfg.get("command") or []))
-    sweep_vars = sweep_utils.create_sweep_command_args({"args": wrap(values)})
-    sweep_vars["interpreter"] = ["python"]
-    sweep_vars["program"] = [cfg["program"]] if cfg.get("program") else []
-    sweep_vars["env"] = ["/usr/bin/env"]
+
+def sweep_vars(values: dict[str, Any]) -> dict[str, list[str]]:
+    """The argument macros, rendered as wandb 0.31's ``create_sweep_command_args`` renders them
+    (a test holds the two equal); done here so agents need not import wandb's launch package."""
+    out: dict[str, list[str]] = {
+        k: []
+        for k in (
+            "args",
+            "args_no_equals",
+            "args_no_hyphens",
+            "args_no_boolean_flags",
+            "args_append_hydra",
+            "args_override_hydra",
+        )
+    }
+    for key, value in values.items():
+        flag = f"{key}={value}"
+        out["args"].append(f"--{flag}")
+        out["args_no_hyphens"].append(flag)
+        out["args_no_equals"] += [f"--{key}", str(value)]
+        out["args_append_hydra"].append(f"+{flag}")
+        out["args_override_hydra"].append(f"++{flag}")
+        if not isinstance(value, bool):
+            out["args_no_boolean_flags"].append(f"--{flag}")
+        elif value:
+            out["args_no_boolean_flags"].append(f"--{key}")
+    out["args_json"] = [json.dumps(values)]
+    return out
+
+
+def render(cfg: dict[str, Any], values: dict[str, Any], json_file: Path) -> list[str]:
+    """The command line ``wandb agent`` would run for these values."""
+    macros = sweep_vars(values)
+    macros.update(
+        env=["/usr/bin/env"],
+        interpreter=["python"],  # wandb agent's literal: the python found on PATH
+        program=[str(cfg["program"])] if cfg.get("program") else [],
+        args_json_file=[str(json_file)],
+    )
     out: list[str] = []
-    for chunk in map(str, command):
+    for chunk in map(str, cfg.get("command") or DEFAULT_COMMAND):
+        chunk = ENVVAR_MACRO.sub(lambda m: os.environ.get(m.group(1), m.group(1)), chunk)
+        if chunk == "${args_json_file}":
+            json_file.write_text(macros["args_json"][0])
         if chunk.startswith("${") and chunk.endswith("}"):
-            out += sweep_vars.get(chunk[2:-1]) or []
+            out += macros.get(chunk[2:-1]) or []
         else:
             out.append(chunk)
     return out
@@ -187,7 +224,7 @@ class Agent:
             # wandb agent also writes a `wandb_version: 1` line; wandb.init reads either form.
             param_path.write_text(yaml.safe_dump(wrap(values), sort_keys=False))
             env = trial_env(sweep.id, run_id, param_path)
-            command = render(sweep.cfg, values)
+            command = render(sweep.cfg, values, Path(tmp, f"config-{run_id}.json"))
             beat = threading.Event()
             heart = threading.Thread(
                 target=self._heartbeat, args=(trial._trial_id, beat), daemon=True

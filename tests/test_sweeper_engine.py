@@ -152,3 +152,44 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_macros_render_exactly_as_wandb_agent_renders_them(tmp_path, monkeypatch):
+    from wandb.sdk.launch.sweeps import utils as wandb_sweep_utils
+
+    from sweeper.agent import render, sweep_vars
+
+    values = {"channels": [32, 64], "augment": True, "compile": False, "lr": 1e-5, "x": None}
+    theirs = wandb_sweep_utils.create_sweep_command_args(
+        {"args": {k: {"value": v} for k, v in values.items()}}
+    )
+    ours = sweep_vars(values)
+    assert ours == {k: v for k, v in theirs.items() if k != "args_dict"}
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    json_file = tmp_path / "args.json"
+    cfg = {
+        "program": "train.py",
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "${program}",
+            "--root=${envvar:DATA_ROOT}",
+            "${args_no_hyphens}",
+            "${args_json_file}",
+        ],
+    }
+    assert render(cfg, {"lr": 0.1}, json_file) == [
+        "/usr/bin/env",
+        "python",
+        "train.py",
+        "--root=/data",
+        "lr=0.1",
+        str(json_file),
+    ]
+    assert json_file.read_text() == '{"lr": 0.1}'
+    assert render({"program": "t.py"}, {"a": 1}, json_file) == [
+        "/usr/bin/env",
+        "python",
+        "t.py",
+        "--a=1",
+    ]

@@ -99,7 +99,9 @@ def test_nifti_3d_volumes(tmp_path: Path) -> None:
 def test_volume_in_2d_mode_is_a_user_error(tmp_path: Path) -> None:
     for i in range(2):
         nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / f"{i}.nii")
-    with pytest.raises(UserError, match=r"[01]\.nii: shape \(8, 8, 8\) does not fit spatial_dims=2"):
+    with pytest.raises(
+        UserError, match=r"[01]\.nii: shape \(8, 8, 8\) does not fit spatial_dims=2"
+    ):
         data.load(folder_cfg(tmp_path))
 
 

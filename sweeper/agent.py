@@ -268,10 +268,12 @@ class Agent:
                 if epoch in reported:
                     continue
                 reported[epoch] = value
-                if pruned or self.stopping:
+                if self.stopping:
                     continue
+                # Epochs finished after the SIGTERM are still recorded, so a pruned trial's
+                # value is its best, as W&B's summary of the stopped run would show.
                 trial.report(value, step=epoch)
-                if trial.should_prune():
+                if not pruned and trial.should_prune():
                     pruned, term_at = True, time.monotonic()
                     self.say(
                         f"trial {trial.number}: pruned at epoch {epoch}, stopping it (SIGTERM)"

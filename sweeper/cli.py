@@ -126,5 +126,15 @@ def _status(sweep_id: str, storage: str | None) -> int:
     )
     print(f"trials: {states}  (retries {retries}, counted {len(t.counted)})")
     print("finished" if sweep_done(sweep) else "not finished")
+    for trial in t.trials:
+        attrs = trial.user_attrs
+        value = f"{trial.values[0]:.6g}" if trial.values else "-"
+        note = attrs.get("reason") or attrs.get("lost") or attrs.get("void") or ""
+        if "retry_of" in attrs:
+            note = f"retry of {attrs['retry_of']} {note}".strip()
+        print(
+            f"  trial {trial.number:>3} {trial.state.name:<8} run {attrs.get('run_id', '-'):<8} "
+            f"{value:>10}  {note}".rstrip()
+        )
     print_best(sweep)
     return 0

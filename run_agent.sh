@@ -161,6 +161,13 @@ if [[ -z "${devices[0]}" && -z "${OMP_NUM_THREADS:-}" ]]; then
     echo "[run_agent] ${#devices[@]} CPU agent(s) on $cores core(s): OMP_NUM_THREADS=$OMP_NUM_THREADS each"
 fi
 
+# Each agent in its own session: a Ctrl-C in the terminal reaches only this script, which
+# stops the agents with SIGTERM; they stop their runs the same way (checkpoint, clean exit)
+# instead of every process getting SIGINT at once. (setsid keeps the PID: it forks only when
+# its caller leads a process group, which a background job of this script never does.)
+session=()
+command -v setsid >/dev/null 2>&1 && session=(setsid)
+
 [[ $dry_run -eq 1 ]] || mkdir -p "$logs"
 tag=${sweep_id##*/}
 tag=${tag//[^A-Za-z0-9_-]/_}
@@ -176,7 +183,7 @@ for i in "${!devices[@]}"; do
         wait $! || true
         [[ $stopping -eq 0 ]] || break
     fi
-    CUDA_VISIBLE_DEVICES=$device PYTHONUNBUFFERED=1 "${agent[@]}" >"$log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=$device PYTHONUNBUFFERED=1 "${session[@]}" "${agent[@]}" >"$log" 2>&1 &
     pids+=($!)
 done
 [[ $dry_run -eq 1 ]] && exit 0

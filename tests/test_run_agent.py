@@ -119,7 +119,8 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
     assert line.startswith("run_agent.sh: error: ") and message in line
 
 
-def test_sigterm_stops_its_agents_and_only_those(tmp_path):
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_sigterm_or_ctrl_c_stops_its_agents_and_only_those(tmp_path, how):
     file = trivial_sweep(tmp_path, run_cap=6, sleep=2.0)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     proc = subprocess.Popen(
@@ -129,11 +130,15 @@ def test_sigterm_stops_its_agents_and_only_those(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, like a job in a terminal
     )
     try:
         wait_for(lambda: len(read_ledger(tmp_path)) >= 2, 90, "both agents to start a trial")
         trial_pids = [row["pid"] for row in read_ledger(tmp_path)]
-        proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:  # the terminal sends SIGINT to the whole foreground process group
+            os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -5,7 +5,8 @@ the trainer spent in its epochs (``time_per_epoch`` in progress.jsonl): imports,
 ``wandb.init`` up to the first step, plus teardown (checkpoint, ``wandb.finish``, exit).
 Both ways run the same tiny one-epoch configuration with W&B offline, alternating, so load
 on the machine hits both alike. The fork server's own start-up is paid once per agent and
-printed apart.
+printed apart. A third column shares one wandb-core service between trials
+(``wandb beta core start``, ``WANDB_SERVICE``), which agents on one machine could do.
 
     python bench/trial_overhead.py [--trials N]
 """
@@ -42,7 +43,7 @@ TINY = [
 ]
 
 
-def trial_env(work: Path, run_id: str) -> dict[str, str]:
+def trial_env(work: Path, run_id: str, service: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(
         WANDB_MODE="offline",
@@ -52,6 +53,8 @@ def trial_env(work: Path, run_id: str) -> dict[str, str]:
         PYTHONPATH=str(REPO),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
     )
+    if service:
+        env["WANDB_SERVICE"] = service
     return env
 
 
@@ -71,11 +74,14 @@ def cold(work: Path) -> float:
     return wall - epoch_seconds(work, run_id)
 
 
-def forked(server: ForkServer, work: Path) -> float:
+def forked(server: ForkServer, work: Path, service: str | None = None) -> float:
     run_id = secrets.token_hex(4)
     started = time.perf_counter()
     child = server.start(
-        [f"--output_dir={work}", *TINY], trial_env(work, run_id), str(work), work / f"{run_id}.log"
+        [f"--output_dir={work}", *TINY],
+        trial_env(work, run_id, service),
+        str(work),
+        work / f"{run_id}.log",
     )
     code = child.wait(timeout=600)
     wall = time.perf_counter() - started
@@ -87,24 +93,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4, help="trials each way (default 4)")
     args = parser.parse_args()
+    wandb = str(Path(sys.executable).with_name("wandb"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         started = time.perf_counter()
         server = ForkServer(sys.executable, trial_env(work, "server"), str(work))
         server_start = time.perf_counter() - started
-        cold_s, fork_s = [], []
+        service = subprocess.run(
+            [wandb, "beta", "core", "start", "--idle-timeout", "5m"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.strip()
+        cold_s, fork_s, shared_s = [], [], []
         try:
             for _ in range(args.trials):
                 cold_s.append(cold(work))
                 fork_s.append(forked(server, work))
+                shared_s.append(forked(server, work, service))
         finally:
             server.close()
-    c, f = statistics.median(cold_s), statistics.median(fork_s)
+            subprocess.run(
+                [wandb, "beta", "core", "stop"],
+                env={**os.environ, "WANDB_SERVICE": service},
+                capture_output=True,
+                timeout=120,
+            )
+    c, f, s = (statistics.median(x) for x in (cold_s, fork_s, shared_s))
     print(f"per-trial overhead over {args.trials} trials each (median; all in seconds)")
-    print(f"  cold python -m trainer : {c:6.2f}   ({', '.join(f'{x:.2f}' for x in cold_s)})")
-    print(f"  fork server            : {f:6.2f}   ({', '.join(f'{x:.2f}' for x in fork_s)})")
-    print(f"  ratio fork/cold        : {f / c:6.2f}   (target <= 0.33)")
-    print(f"  fork server start-up   : {server_start:6.2f}   (once per agent)")
+    print(f"  cold python -m trainer     : {c:6.2f}   ({', '.join(f'{x:.2f}' for x in cold_s)})")
+    print(f"  fork server                : {f:6.2f}   ({', '.join(f'{x:.2f}' for x in fork_s)})")
+    print(f"  fork + shared wandb-core   : {s:6.2f}   ({', '.join(f'{x:.2f}' for x in shared_s)})")
+    print(f"  ratio fork/cold            : {f / c:6.2f}   (target <= 0.33)")
+    print(f"  ratio fork+shared/cold     : {s / c:6.2f}")
+    print(f"  fork server start-up       : {server_start:6.2f}   (once per agent)")
 
 
 if __name__ == "__main__":

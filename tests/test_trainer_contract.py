@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from trainer_helpers import TINY_2D, TINY_3D, offline_runs, only_run_dir, run_trainer
+from trainer_helpers import (
+    TINY_2D,
+    TINY_3D,
+    offline_runs,
+    only_run_dir,
+    run_trainer,
+    run_trainer_on_terminal,
+)
 
 from trainer import metrics as m
 from trainer.config import FIELDS
@@ -90,9 +97,12 @@ def test_contract_2d_with_sweep_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_contract_3d_with_triplet_cap(tmp_path: Path) -> None:
-    proc = run_trainer(tmp_path, *TINY_3D, "--max_val_triplets=2", "--log_every=3")
-    assert proc.returncode == 0, proc.stderr
+def test_contract_3d_with_triplet_cap_on_a_terminal(tmp_path: Path) -> None:
+    code, terminal = run_trainer_on_terminal(
+        tmp_path, *TINY_3D, "--max_val_triplets=2", "--log_every=3"
+    )
+    assert code == 0, terminal
+    assert "epoch 1/2: 100%" in terminal  # a tqdm bar per epoch on a terminal
     (run,) = offline_runs(tmp_path)
     check_contract(run, EPOCHS, STEPS_PER_EPOCH, n_triplets=2)
     row = run.rows_with(f"{m.val_triplet_key(0)}._type")[0]

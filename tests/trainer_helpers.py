@@ -155,3 +155,44 @@ def offline_runs(wandb_parent: Path, run_id: str | None = None) -> list[OfflineR
     if run_id is not None:
         folders = [f for f in folders if f.name.endswith(f"-{run_id}")]
     return [read_offline_run(f) for f in folders]
+
+
+def run_trainer_on_terminal(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
+    """Run the trainer with stdout on a pseudo-terminal, as in an interactive shell."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    main_fd, child_fd = pty.openpty()
+    # A new terminal is 0 columns wide: give it a size, as a real one has.
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen(
+        trainer_cmd(tmp_path, *args),
+        env=offline_env(tmp_path, **env),
+        stdout=child_fd,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(child_fd)
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # keep the terminal's buffer from filling up
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=TRAIN_TIMEOUT)
+    finally:
+        reader.join(timeout=10)
+        os.close(main_fd)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")

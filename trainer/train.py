@@ -195,7 +195,13 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
         started = time.perf_counter() - pos.epoch_seconds
         epoch_recon = pos.epoch_recon_sum
         bar = (
-            tqdm(total=n_steps, initial=skip, desc=f"epoch {epoch}/{cfg.max_epochs}")
+            tqdm(
+                total=n_steps,
+                initial=skip,
+                desc=f"epoch {epoch}/{cfg.max_epochs}",
+                file=sys.stdout,
+                unit="step",
+            )
             if tty
             else None
         )

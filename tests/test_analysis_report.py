@@ -180,8 +180,11 @@ def test_sweep_filter_and_fields(reported):
     assert over["config"]["channels"] == [16, 16]
     best = [r["best_val_recon_loss"] for r in rows if r["best_val_recon_loss"] is not None]
     assert best == sorted(best)
-    assert "heavy: []" in stdout
     assert f"report: {out / 'report.html'}" in stdout
+
+
+def test_analysis_never_imports_torch_or_monai(reported):
+    assert "heavy: []" in reported[2]
 
 
 def test_report_files(reported):

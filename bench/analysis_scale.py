@@ -11,6 +11,7 @@ Two readings are timed as the baseline:
   analysis runs: the floor of any analysis built on W&B's reader.
 
     python bench/analysis_scale.py [--data DIR] [--runs 200] [--epochs 30] [--steps 50]
+                                   [--workers N] [--no-cli] [--repeat N]
 """
 
 from __future__ import annotations
@@ -86,6 +87,18 @@ def read_all(files: list[Path], command, workers: int) -> float:
     return time.perf_counter() - start
 
 
+def time_report(data: Path, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "analysis", "report", str(data), "--out", out,
+             "--workers", str(workers)],
+            check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        return time.perf_counter() - start
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO / "outputs" / "bench" / "analysis_scale")
@@ -93,9 +106,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--procs", type=int, default=max(2, (os.cpu_count() or 1) * 2))
-    p.add_argument(
-        "--workers", type=int, default=default_workers(), help="runs read at once, everywhere"
-    )
+    p.add_argument("--workers", type=int, default=default_workers(), help="runs read at once")
+    p.add_argument("--no-cli", action="store_true", help="skip the slow wandb CLI baseline")
+    p.add_argument("--repeat", type=int, default=1, help="time reading and report this many times")
     args = p.parse_args()
 
     marker = args.data / "complete.json"
@@ -107,27 +120,26 @@ def main() -> None:
 
     core = core_path()
     wandb_cli = str(Path(sys.executable).with_name("wandb"))
-    cli_s = read_all(
-        files, lambda f: [wandb_cli, "leet", "inspect", "--json", str(f)], args.workers
-    )
-    core_s = read_all(files, lambda f: inspect_command(f, core), args.workers)
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "analysis", "report", str(args.data), "--out", out,
-             "--workers", str(args.workers)],
-            check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        )  # fmt: skip
-        report_s = time.perf_counter() - start
     rows = args.epochs * args.steps + args.epochs
     print(
         f"{args.runs} runs x {rows} history rows, {args.workers} reads at once, {os.cpu_count()} CPUs"
     )
-    print(f"wandb leet inspect --json, every run:       {cli_s:7.2f} s")
-    print(f"wandb-core leet inspect --json, every run:  {core_s:7.2f} s")
-    print(f"python -m analysis report (whole report):   {report_s:7.2f} s")
-    print(f"ratio report / wandb leet inspect:          {report_s / cli_s:7.2f}  (target <= 1.5)")
-    print(f"ratio report / wandb-core reading alone:    {report_s / core_s:7.2f}")
+    if not args.no_cli:
+        cli = [wandb_cli, "leet", "inspect", "--json"]
+        cli_s = read_all(files, lambda f: [*cli, str(f)], args.workers)
+        print(f"wandb leet inspect --json, every run:       {cli_s:7.2f} s")
+    for _ in range(args.repeat):
+        core_s = read_all(files, lambda f: inspect_command(f, core), args.workers)
+        report_s = time_report(args.data, args.workers)
+        print(f"wandb-core leet inspect --json, every run:  {core_s:7.2f} s")
+        print(f"python -m analysis report (whole report):   {report_s:7.2f} s")
+        if not args.no_cli:
+            print(
+                f"ratio report / wandb leet inspect:          {report_s / cli_s:7.2f}  (target <= 1.5)"
+            )
+        print(
+            f"ratio report / wandb-core reading alone:    {report_s / core_s:7.2f}  (target <= 1.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ train triplet per epoch; every validation triplet per epoch apart) into a real o
 run, with no model.
 ``bare step / (bare step + logging per step)`` bounds the ratio from that side and does not
 depend on the load. Takes a couple of minutes on two idle CPU cores.
-Usage: ``python bench/trainer_overhead.py [--epochs N]``.
+Usage: ``python bench/trainer_overhead.py [--epochs N] [--threads T]``.
 """
 
 from __future__ import annotations
@@ -135,8 +135,14 @@ def logging_cost(epochs: int, workdir: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement (>= 2)")
+    parser.add_argument("--threads", type=int, help="torch threads for both (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the trainer subprocess inherits it
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU only", flush=True)
     before = bare_loop(args.epochs)

@@ -186,7 +186,9 @@ def _mni152(cfg: Config) -> Data:
     images = [_fit(torch.from_numpy(slices[i].copy())[None], cfg) for i in chosen]
     train = torch.stack([im for k, im in enumerate(images) if k not in val_pos])
     val = torch.stack([im for k, im in enumerate(images) if k in val_pos])
-    return Data(train, val, f"MNI152 2009c T1 axial slices ({len(train)} train, {len(val)} val)")
+    return Data(
+        train, val, f"MNI152 (ICBM 2009a) T1 axial slices ({len(train)} train, {len(val)} val)"
+    )
 
 
 # --- batches --------------------------------------------------------------------------------

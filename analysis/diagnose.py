@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from analysis.records import FINISHED, PREEMPTED, RUNNING
+from analysis.records import END_STEP, FINISHED, PREEMPTED, RUNNING
 from trainer import metrics as M
 
 VERDICTS = ("good", "overfitting", "underfitting", "diverged", "crashed", "insufficient")
@@ -129,7 +129,7 @@ def epoch_curves(
     bad_steps = [s for s, v in steps if not math.isfinite(v)]
     if bad_steps:
         nonfinite.append(f"{M.TRAIN_RECON} is NaN/inf from step {int(min(bad_steps))}")
-    ends = [r.get("end_step") for r in rows]
+    ends = [r.get(END_STEP) for r in rows]
     if not all(_finite(e) for e in ends) and epochs and steps:
         per_epoch = max(s for s, _ in steps) / len(epochs)
         ends = [per_epoch * (i + 1) for i in range(len(epochs))]

@@ -21,7 +21,16 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from analysis.records import CRASHED, FAILED, FINISHED, PREEMPTED, RUNNING, RunRecord, merge
+from analysis.records import (
+    CRASHED,
+    END_STEP,
+    FAILED,
+    FINISHED,
+    PREEMPTED,
+    RUNNING,
+    RunRecord,
+    merge,
+)
 from trainer import metrics as M
 from trainer.errors import UserError
 
@@ -159,7 +168,7 @@ def _history_row(rec: RunRecord, item: dict, files_dir: Path, last_step: float |
             rec.train_triplets[epoch] = str(files_dir / path)
     if M.EPOCH in item:
         row = {k: _number(v) for k, v in item.items() if not k.startswith("_") and "." not in k}
-        row["end_step"] = last_step if last_step is not None else math.nan
+        row[END_STEP] = last_step if last_step is not None else math.nan
         epoch = int(row[M.EPOCH])
         rec.val.append(row)
         paths = sorted(

@@ -16,6 +16,8 @@ RUNNING = "running"
 CRASHED = "crashed"
 FAILED = "failed"
 PREEMPTED = "preempted"
+# Key of a val row holding the last TRAIN_STEP logged before it (not a logged metric).
+END_STEP = "end_step"
 
 
 @dataclass
@@ -29,7 +31,7 @@ class RunRecord:
     summary: dict[str, Any] = field(default_factory=dict)
     # One dict per optimizer step: TRAIN_STEP, TRAIN_RECON and any other train/* scalar.
     train: list[dict[str, float]] = field(default_factory=list)
-    # One dict per finished epoch: EPOCH, VAL_RECON, TIME_PER_EPOCH, ... plus "end_step", the
+    # One dict per finished epoch: EPOCH, VAL_RECON, TIME_PER_EPOCH, ... plus END_STEP, the
     # last TRAIN_STEP logged before this epoch's row (maps steps to epochs exactly).
     val: list[dict[str, float]] = field(default_factory=list)
     # epoch -> image references for the triplets (local paths offline, media paths via the API).
@@ -42,9 +44,6 @@ class RunRecord:
     @property
     def epochs(self) -> int:
         return len(self.val)
-
-
-END_STEP = "end_step"
 
 
 def merge(parts: list[RunRecord]) -> RunRecord:

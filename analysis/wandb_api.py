@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from analysis.diagnose import VERDICTS
-from analysis.records import RunRecord
+from analysis.records import END_STEP, RunRecord
 from trainer import metrics as M
 from trainer.errors import UserError
 
@@ -77,7 +77,7 @@ def _end_steps(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> None:
         while i < len(train_sorted) and train_sorted[i].get("_step", 0) < row.get("_step", 0):
             last = train_sorted[i][M.TRAIN_STEP]
             i += 1
-        row["end_step"] = last
+        row[END_STEP] = last
 
 
 def _number(value: Any) -> float | None:
@@ -105,7 +105,7 @@ def read_run(run: Any, sweep_id: str, retries: int, base_s: float) -> RunRecord:
         sources=[f"{run.entity}/{run.project}/{run.id}" if hasattr(run, "entity") else run.id],
     )
     rec.train = [{k: _number(r.get(k)) for k in (*TRAIN_KEYS, "_step")} for r in train]
-    rec.val = [{k: _number(r.get(k)) for k in (*VAL_KEYS, "end_step", "_step")} for r in val]
+    rec.val = [{k: _number(r.get(k)) for k in (*VAL_KEYS, END_STEP, "_step")} for r in val]
     return rec
 
 

@@ -18,7 +18,16 @@ from analysis.diagnose import (
     remedies,
     slow_epochs,
 )
-from analysis.records import CRASHED, FAILED, FINISHED, PREEMPTED, RUNNING, RunRecord, merge
+from analysis.records import (
+    CRASHED,
+    END_STEP,
+    FAILED,
+    FINISHED,
+    PREEMPTED,
+    RUNNING,
+    RunRecord,
+    merge,
+)
 from trainer import metrics as M
 
 TH = Thresholds()
@@ -36,7 +45,7 @@ def rows(
             value = train[e - 1] * (1 + 0.05 * (steps / 2 - i) / steps + rng.gauss(0, noise))
             train_rows.append({M.TRAIN_STEP: step, M.TRAIN_RECON: value})
         val_rows.append(
-            {M.EPOCH: e, M.VAL_RECON: val[e - 1], M.TIME_PER_EPOCH: 1.0, "end_step": e * steps}
+            {M.EPOCH: e, M.VAL_RECON: val[e - 1], M.TIME_PER_EPOCH: 1.0, END_STEP: e * steps}
         )
     return train_rows, val_rows
 
@@ -154,13 +163,13 @@ def test_train_loss_is_averaged_per_epoch_using_end_steps():
     t_rows = [{M.TRAIN_STEP: s, M.TRAIN_RECON: float(s)} for s in range(1, 8)]
     # Epoch 1 ended after step 3, epoch 2 after step 7 (a shorter last batch count is fine).
     v_rows = [
-        {M.EPOCH: 1, M.VAL_RECON: 1.0, "end_step": 3},
-        {M.EPOCH: 2, M.VAL_RECON: 1.0, "end_step": 7},
+        {M.EPOCH: 1, M.VAL_RECON: 1.0, END_STEP: 3},
+        {M.EPOCH: 2, M.VAL_RECON: 1.0, END_STEP: 7},
     ]
     assert epoch_curves(t_rows, v_rows).train == [2.0, 5.5]
     # Without end steps the steps are split evenly over the epochs.
     for r in v_rows:
-        del r["end_step"]
+        del r[END_STEP]
     t_rows = t_rows[:6]
     assert epoch_curves(t_rows, v_rows).train == [2.0, 5.0]
 

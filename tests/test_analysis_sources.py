@@ -25,7 +25,7 @@ from wandb.errors import CommError
 
 from analysis import cli, wandb_api
 from analysis.offline import find_run_files, parse_records
-from analysis.records import CRASHED, RUNNING
+from analysis.records import CRASHED, END_STEP, RUNNING
 from trainer import metrics as M
 from trainer.errors import UserError
 
@@ -98,7 +98,7 @@ def test_history_rows_become_curves_and_nan_strings_numbers(tmp_path):
     assert rec.config == {"lr": 0.1, "extra": 1} and rec.sweep_id == "s"
     assert rec.train[0] == {M.TRAIN_STEP: 1.0, M.TRAIN_RECON: 1.5}
     assert str(rec.train[1][M.TRAIN_RECON]) == "nan"
-    assert rec.val[0]["end_step"] == 2.0 and rec.val[0][M.VAL_RECON] == 2.0
+    assert rec.val[0][END_STEP] == 2.0 and rec.val[0][M.VAL_RECON] == 2.0
     assert rec.val_triplets == {1: [str(run_file.parent / "files" / "media/images/val/t.png")]}
     assert (
         rec.summary[M.SUMMARY_STATUS] == "diverged" and rec.exit_code == 3 and rec.state == "failed"
@@ -230,7 +230,7 @@ def test_paging_one_query_for_the_whole_sweep():
     rec = records[0]
     assert rec.sweep_id == "sw1" and rec.config == {"lr": 1e-3} and rec.epochs == EPOCHS
     assert len(rec.train) == 4 * EPOCHS
-    assert [r["end_step"] for r in rec.val] == [4.0 * e for e in range(1, EPOCHS + 1)]
+    assert [r[END_STEP] for r in rec.val] == [4.0 * e for e in range(1, EPOCHS + 1)]
 
 
 def test_rate_limits_are_retried_with_backoff():

@@ -128,19 +128,6 @@ def test_eight_agents_killed_at_random_account_for_every_trial_once(tmp_path):
     assert len(set(counted_runs)) == budget and set(counted_runs) <= ledger_runs
 
 
-def test_agent_stopped_by_sigterm_gives_its_trial_back(tmp_path):
-    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=2, sleep=1.0))
-    agent = start_agent(tmp_path, sweep_id, tmp_path / "agent.log")
-    wait_for(lambda: len(read_ledger(tmp_path)) >= 1, 60, "a trial to start")
-    agent.send_signal(signal.SIGTERM)
-    assert agent.wait(timeout=30) == 128 + signal.SIGTERM
-    (given_back,) = trials(tmp_path, sweep_id)
-    assert store.is_lost(given_back), given_back.user_attrs
-    agent = start_agent(tmp_path, sweep_id, tmp_path / "agent2.log")
-    assert agent.wait(timeout=90) == 0
-    assert_accounted(trials(tmp_path, sweep_id), budget=2)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -39,6 +39,11 @@ STARTED = re.compile(r"\d{8}_\d{6}")
 # Scalars kept from per-step rows; the rest (media metadata, _runtime...) is dropped early.
 TRAIN_SCALARS = (M.TRAIN_STEP, M.TRAIN_RECON, M.TRAIN_KL, M.TRAIN_PERCEPTUAL, M.TRAIN_LOSS, M.LR)
 TRIPLET_PATH = ".path"
+# A scalar of a per-step row: a number, or "NaN"/"Infinity"/"-Infinity" as W&B writes them.
+EPOCH_KEY = f'"{M.EPOCH}":'
+SCALAR = re.compile(
+    '"(' + "|".join(map(re.escape, TRAIN_SCALARS)) + ')":("?[-+0-9.eEaNIinfty]+"?)[,}]'
+)
 
 
 def find_run_files(root: Path) -> list[Path]:
@@ -103,7 +108,9 @@ def parse_records(
     rec = RunRecord(run_id=run_id, sources=[str(run_file.parent)])
     files_dir = run_file.parent / "files"
     last_step: float | None = None
-    last_rows: dict[bool, dict[str, object]] = {}
+    # The summary W&B shows holds each key's last value: the last train and val rows suffice.
+    last_train_line = ""
+    last_val_item: dict[str, object] = {}
     explicit_summary: dict[str, object] = {}
     exit_code: int | None = None
     for line in lines:
@@ -111,12 +118,19 @@ def parse_records(
         start = line.find('"type":"', 0, 40) + 8
         kind = line[start : line.find('"', start)]
         if kind == "history":
+            # Per-step rows are nearly all of a log: read their few scalars without json.
+            if '.path"' not in line and EPOCH_KEY not in line:
+                row = {k: float(v.strip('"')) for k, v in SCALAR.findall(line)}
+                if M.TRAIN_STEP in row:
+                    rec.train.append(row)
+                    last_step, last_train_line = row[M.TRAIN_STEP], line
+                    continue
             item = json.loads(line)["history"]["item"]
             _history_row(rec, item, files_dir, last_step)
             if M.TRAIN_STEP in item:
-                last_step = rec.train[-1][M.TRAIN_STEP]
-            # The summary W&B would show holds each key's last value; the last rows suffice.
-            last_rows[M.TRAIN_STEP in item] = item
+                last_step, last_train_line = rec.train[-1][M.TRAIN_STEP], line
+            else:
+                last_val_item = item
         elif kind == "summary":
             # Most summary records mirror a history row (they carry _step); only explicit
             # ``run.summary[...] = ...`` updates add information.
@@ -134,7 +148,8 @@ def parse_records(
             exit_code = int(json.loads(line)["exit"].get("exit_code", 0))
     rec.config.pop("_wandb", None)
     rec.name = rec.name or run_id
-    last_values = {**last_rows.get(False, {}), **last_rows.get(True, {})}
+    last_train = json.loads(last_train_line)["history"]["item"] if last_train_line else {}
+    last_values = {**last_val_item, **last_train}
     rec.summary = {k: v for k, v in last_values.items() if not k.startswith("_") and "." not in k}
     rec.summary.update(explicit_summary)
     rec.exit_code = exit_code

@@ -299,3 +299,20 @@ def test_api_path_is_the_default_out_name(tmp_path, monkeypatch):
     )
     assert cli.main(["report", "ent/proj/abc123"]) == 0
     assert (tmp_path / "reports" / "abc123" / "report.html").is_file()
+
+
+def test_per_step_rows_read_without_json_match_json(tmp_path):
+    items = [
+        {"_runtime": 1.5, "_step": 0, M.TRAIN_RECON: 1e-05, M.TRAIN_STEP: 1, M.LR: 0.0002},
+        {"_step": 1, M.TRAIN_RECON: "-Infinity", M.TRAIN_STEP: 2, M.TRAIN_KL: 12345.5},
+        {"_step": 2, M.TRAIN_RECON: "Infinity", M.TRAIN_STEP: 3, "other/x": 1},
+    ]
+    lines = [line({"type": "history", "history": {"item": i, "step": {"num": 0}}}) for i in items]
+    lines.append(line({"type": "exit", "exit": {"exit_code": 0}}))
+    rec = parse_records(lines, tmp_path / "offline-run-x-r" / "run-r.wandb", 0, 0)
+    assert rec.train == [
+        {M.TRAIN_RECON: 1e-05, M.TRAIN_STEP: 1.0, M.LR: 0.0002},
+        {M.TRAIN_RECON: float("-inf"), M.TRAIN_STEP: 2.0, M.TRAIN_KL: 12345.5},
+        {M.TRAIN_RECON: float("inf"), M.TRAIN_STEP: 3.0},
+    ]
+    assert rec.summary[M.TRAIN_STEP] == 3 and rec.summary["other/x"] == 1

@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a local sweep's trials and best result")
     status.add_argument("sweep_id", metavar="ID")
     for p in (create, agent, status):
-        p.add_argument("--storage", metavar="URL", help="Optuna RDB URL (default: see above)")
+        p.add_argument(
+            "--storage",
+            metavar="URL",
+            help="Optuna RDB URL (default: $SWEEPER_STORAGE, else sqlite:///outputs/sweeps.db)",
+        )
     return parser
 
 

@@ -215,3 +215,12 @@ def test_help_lists_every_key_with_its_default(tmp_path: Path) -> None:
     for key in FIELDS:
         assert f"--{key}={DEFAULTS[key]!r}" in proc.stdout
     assert "torch" not in proc.stderr
+
+
+def test_yaml_reads_wandb_agent_param_file(tmp_path: Path) -> None:
+    """``wandb agent`` writes ``wandb_version: 1`` above the ``key: {value: v}`` entries."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "wandb_version: 1\n\nchannels:\n  value:\n  - 16\n  - 32\nlr:\n  value: 0.001\n"
+    )
+    assert load_yaml(params) == {"channels": [16, 32], "lr": 0.001}

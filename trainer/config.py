@@ -393,6 +393,11 @@ def build(*layers: Mapping[str, Any]) -> Config:
 
 
 # --- sources ------------------------------------------------------------------------------
+# Bookkeeping keys wandb writes into config files (``wandb agent``'s WANDB_SWEEP_PARAM_PATH
+# starts with ``wandb_version: 1``); wandb's own reader drops them too.
+WANDB_FILE_KEYS = frozenset({"wandb_version", "_wandb"})
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A flat ``key: value`` YAML file (W&B's ``key: {value: v}`` form is accepted too)."""
     import yaml
@@ -408,7 +413,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in data.items()}
+    return {
+        k: v["value"] if isinstance(v, dict) and "value" in v else v
+        for k, v in data.items()
+        if k not in WANDB_FILE_KEYS
+    }
 
 
 def parse_cli(argv: Iterable[str]) -> dict[str, Any]:

@@ -64,9 +64,14 @@ def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> N
 
 @pytest.mark.slow
 def test_contract_2d_with_sweep_values(tmp_path: Path) -> None:
-    # The sweep's values arrive as wandb agent hands them over, and beat the command line.
-    params = tmp_path / "params.yaml"
-    params.write_text("kl_weight:\n  value: 1.0e-05\nlr:\n  value: 0.001\n")
+    # The sweep's values arrive as wandb agent hands them over (its own file writer), and beat
+    # the command line.
+    from wandb.sdk.lib import config_util
+
+    params = tmp_path / "sweep" / "config-run.yaml"
+    config_util.save_config_file_from_dict(
+        str(params), {"kl_weight": {"value": 1e-5}, "lr": {"value": 1e-3}}
+    )
     proc = run_trainer(
         tmp_path,
         *TINY_2D,

@@ -21,6 +21,7 @@ from analysis.importance import importance
 from analysis.judge import Judged, swept_params
 from analysis.next_sweep import next_sweep
 from analysis.records import FINISHED, RunRecord
+from trainer import metrics as M
 
 CSV_FIELDS = [
     "rank", "run_id", "name", "sweep_id", "state", "exit_code", "verdict", "epochs",
@@ -144,13 +145,17 @@ def _check_sweep(cfg: dict[str, Any]) -> list[str]:
     ]
 
 
+def _who(row: dict[str, Any]) -> str:
+    return row["run_id"] if row["name"] == row["run_id"] else f"{row['name']} ({row['run_id']})"
+
+
 def _sections(rows, params, imps, imp_note, th, sweep_notes) -> dict[str, Any]:
     counts = Counter(r["verdict"] for r in rows)
     best = next((r for r in rows if r["best_val_recon_loss"] is not None), None)
     summary = [f"{len(rows)} runs: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])]
     if best:
         summary.append(
-            f"best run: {best['name']} ({best['run_id']}), best val/recon_loss"
+            f"best run: {_who(best)}, best {M.VAL_RECON}"
             f" {best['best_val_recon_loss']:.4g}, verdict {best['verdict']}"
         )
         summary.append(
@@ -204,7 +209,7 @@ def _markdown(title, s, figures, triplets) -> str:
         md += [f"- {k}: {v:.3f}" for k, v in imps.items()] + [""]
     md += ["## Verdicts, reasons and remedies", ""]
     for r, reasons, remedies, slow in s["detail"]:
-        md.append(f"### #{r['rank']} {r['name']} ({r['run_id']}): {r['verdict']}")
+        md.append(f"### #{r['rank']} {_who(r)}: {r['verdict']}")
         md += [f"- {x}" for x in reasons]
         md += [f"- remedy: {x}" for x in remedies]
         md += [f"- slowdown: {x}" for x in slow]
@@ -258,7 +263,7 @@ def _html(title, s, figures, triplets, out: Path) -> str:
     for r, reasons, remedies, slow in s["detail"]:
         color = plots.COLORS.get(r["verdict"], "#000")
         h.append(
-            f"<h3>#{r['rank']} {e(r['name'])} ({e(r['run_id'])}): <span style='color:{color}'>{e(r['verdict'])}</span></h3><ul>"
+            f"<h3>#{r['rank']} {e(_who(r))}: <span style='color:{color}'>{e(r['verdict'])}</span></h3><ul>"
         )
         h += [f"<li>{e(x)}</li>" for x in reasons]
         h += [f"<li><b>remedy</b>: {e(x)}</li>" for x in remedies]

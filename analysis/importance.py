@@ -51,6 +51,11 @@ def importance(
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
+    try:  # Optuna's fANOVA fits scikit-learn's random forests
+        import sklearn  # noqa: F401
+    except ImportError:
+        return None, "fANOVA needs scikit-learn (pip install scikit-learn)"
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     dists = {p: _distribution([r["config"][p] for r in done]) for p in varying}
     study = optuna.create_study(direction="minimize")

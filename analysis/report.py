@@ -22,6 +22,7 @@ from analysis.judge import Judged, swept_params
 from analysis.next_sweep import next_sweep
 from analysis.records import FINISHED, RunRecord
 from trainer import metrics as M
+from trainer.config import DEFAULTS
 
 CSV_FIELDS = [
     "rank", "run_id", "name", "sweep_id", "state", "exit_code", "verdict", "epochs",
@@ -158,9 +159,14 @@ def _sections(rows, params, imps, imp_note, th, sweep_notes) -> dict[str, Any]:
             f"best run: {_who(best)}, best {M.VAL_RECON}"
             f" {best['best_val_recon_loss']:.4g}, verdict {best['verdict']}"
         )
+        # The swept values, then what else differs from the trainer's defaults: the rest is noise.
+        shown = [p for p in params if p in best["config"]] + sorted(
+            k for k, v in best["config"].items() if k not in params and DEFAULTS.get(k, v) != v
+        )
         summary.append(
             "best config: "
-            + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(best["config"].items()))
+            + ", ".join(f"{k}={json.dumps(best['config'][k])}" for k in shown)
+            + " (every other key: the trainer's default)"
         )
     ranking = [
         [r["rank"], r["name"], r["run_id"], r["state"], r["verdict"], r["epochs"], _fmt(r["best_val_recon_loss"]),

@@ -204,4 +204,9 @@ done
 if [[ $stopping -eq 1 ]]; then
     exit 130
 fi
+if [[ "$sweep_id" != */* ]]; then
+    python -m sweeper status "$sweep_id" "${storage_args[@]}" || failed=1
+    echo "[run_agent] offline runs: <output_dir>/wandb, default outputs/wandb (browse: wandb leet outputs/wandb; upload: wandb sync)"
+    echo "[run_agent] report: python -m analysis report $sweep_id"
+fi
 exit "$failed"

@@ -69,6 +69,7 @@ def test_run_agent_local_two_agents_end_to_end(tmp_path):
         f"best: trial {best.number} run {best.user_attrs['run_id']}" in log.read_text()
         for log in logs
     )
+    assert f"best: trial {best.number}" in done.stdout, "run_agent.sh ends with the sweep's status"
     status = sweeper(tmp_path, "status", sweep_id)
     assert "finished" in status.stdout and f"best: trial {best.number}" in status.stdout
 

@@ -164,8 +164,9 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
             run.summary[m.VAL_BEST_RECON] = pos.best_val
             run.summary[m.SUMMARY_BEST_EPOCH] = pos.best_epoch
         where = Path(run.dir).parent
-        view = f"view: wandb leet {where}; upload: wandb sync {where}" if run.offline else run.url
-        print(f"run {run.id} {status} after {pos.epoch} epochs; {view}", flush=True)
+        view = f"; view: wandb leet {where}; upload: wandb sync {where}" if run.offline else ""
+        view = f"; {run.url}" if run.url else view
+        print(f"run {run.id} {status} after {pos.epoch} epochs{view}", flush=True)
 
     logger.define_metrics(run)
     n_params = sum(t.numel() for t in model.parameters() if t.requires_grad)

@@ -309,22 +309,22 @@ def sweep_done(sweep: Sweep) -> bool:
     return len(t.originals) >= sweep.budget and not active and not t.unretried
 
 
-def mark_lost(sweep: Sweep, trial_id: int, reason: str) -> None:
+def _fail_with(sweep: Sweep, trial_id: int, attr: str, reason: str) -> None:
+    """Mark a trial FAIL with ``attr`` (LOST or VOID) saying why."""
     storage = sweep.study._storage
     try:
-        storage.set_trial_user_attr(trial_id, LOST, reason)
+        storage.set_trial_user_attr(trial_id, attr, reason)
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass  # someone else finished or failed it first
 
 
+def mark_lost(sweep: Sweep, trial_id: int, reason: str) -> None:
+    _fail_with(sweep, trial_id, LOST, reason)
+
+
 def void(sweep: Sweep, trial_id: int, reason: str) -> None:
-    storage = sweep.study._storage
-    try:
-        storage.set_trial_user_attr(trial_id, VOID, reason)
-        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass
+    _fail_with(sweep, trial_id, VOID, reason)
 
 
 def reap(sweep: Sweep, store: Store) -> None:

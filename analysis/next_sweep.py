@@ -64,15 +64,19 @@ def next_sweep(
     finished = [
         r for r in rows if r["state"] == "finished" and r["best_val_recon_loss"] is not None
     ]
-    ranked = sorted(finished, key=lambda r: r["best_val_recon_loss"]) or rows
-    top = ranked[: max(3, len(ranked) // 4)]
-    best = ranked[0]["config"] if ranked else {}
-    notes = [f"ranges narrowed around the best {len(top)} of {len(finished)} finished runs"]
+    ranked = sorted(finished, key=lambda r: r["best_val_recon_loss"])
+    if ranked:
+        pool, top = finished, ranked[: max(3, len(ranked) // 4)]
+        notes = [f"ranges narrowed around the best {len(top)} of {len(finished)} finished runs"]
+    else:  # nothing to learn from yet: keep what the sweep explored
+        pool = top = rows
+        notes = ["no finished run with a validation loss yet: ranges kept as explored"]
+    best = (ranked or rows)[0]["config"] if rows else {}
     parameters: dict[str, Any] = {}
     for key in params:
         if key not in FIELDS:
             continue
-        everything = [r["config"][key] for r in finished if key in r["config"]]
+        everything = [r["config"][key] for r in pool if key in r["config"]]
         picked = [r["config"][key] for r in top if key in r["config"]]
         if picked:
             parameters[key] = _range(key, picked, everything)

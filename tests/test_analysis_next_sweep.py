@@ -96,3 +96,15 @@ def test_importance_needs_enough_varied_finished_runs():
     result, why = importance(many, ["lr", "channels"])
     assert set(result) == {"lr", "channels"} and result["lr"] > result["channels"]
     assert "fANOVA" in why and "16 finished runs" in why
+
+
+def test_no_finished_run_keeps_the_explored_values():
+    """The first report of a sweep still running, or whose runs all crashed."""
+    rows = [
+        row("insufficient", None, state="running", channels=[8, 8], lr=1e-3),
+        row("crashed", None, state="crashed", channels=[16, 16], lr=2e-3),
+    ]
+    cfg, notes = next_sweep(rows, ["channels", "lr"], "next")
+    valid(cfg)
+    assert sorted(cfg["parameters"]["channels"]["values"]) == [[8, 8], [16, 16]]
+    assert any("no finished run" in n for n in notes)

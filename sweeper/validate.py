@@ -56,8 +56,10 @@ def load_file(path: str | Path) -> tuple[dict[str, Any] | None, list[str]]:
     source = str(path)
     try:
         text = Path(path).read_text()
-    except OSError as exc:
-        return None, [f"{source}: file: cannot read it ({exc.strerror})"]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [
+            f"{source}: file: cannot read it ({getattr(exc, 'strerror', None) or exc.__class__.__name__})"
+        ]
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as exc:

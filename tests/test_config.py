@@ -224,3 +224,15 @@ def test_yaml_reads_wandb_agent_param_file(tmp_path: Path) -> None:
         "wandb_version: 1\n\nchannels:\n  value:\n  - 16\n  - 32\nlr:\n  value: 0.001\n"
     )
     assert load_yaml(params) == {"channels": [16, 32], "lr": 0.001}
+
+
+def test_unreadable_config_file_and_non_literal_values(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read the config file"):
+        load_yaml(tmp_path)  # a folder
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00lr: 1")
+    with pytest.raises(UserError):
+        load_yaml(binary)
+    # ast.literal_eval raises TypeError on this: the type check must still speak.
+    with pytest.raises(ConfigError, match="must be a number"):
+        build(parse_cli(["--lr={[]: 1}"]))

@@ -153,3 +153,11 @@ def test_fp16_on_cpu_is_a_user_error(tmp_path: Path) -> None:
         pytest.fail("this test documents the CPU rule; run it on a CPU machine")
     with pytest.raises(UserError, match="precision='fp16' needs a CUDA GPU"):
         train.resolve_device(tiny_cfg(tmp_path, "--precision=fp16"))
+
+
+def test_online_without_login_is_one_line(tmp_path: Path) -> None:
+    """No API key: W&B refuses before any network call; the user gets what to do."""
+    proc = run_trainer(
+        tmp_path, *TINY_2D, WANDB_MODE="online", WANDB_API_KEY="", HOME=str(tmp_path)
+    )
+    assert_one_line_error(proc, "W&B", "wandb login", "WANDB_MODE=offline")

@@ -107,13 +107,23 @@ def run(cfg: Config) -> int:
     if not os.environ.get("WANDB_DIR"):
         wandb_dir = cfg.output_dir
         Path(wandb_dir).mkdir(parents=True, exist_ok=True)
-    wandb_run = wandb.init(
-        project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-        dir=wandb_dir,
-        config=cfg.to_dict(),
-        # A requeued or restarted run comes back with the same WANDB_RUN_ID.
-        resume=os.environ.get("WANDB_RESUME") or "allow",
-    )
+    try:
+        wandb_run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            dir=wandb_dir,
+            config=cfg.to_dict(),
+            # A requeued or restarted run comes back with the same WANDB_RUN_ID.
+            resume=os.environ.get("WANDB_RESUME") or "allow",
+        )
+    except (
+        wandb.errors.UsageError,
+        wandb.errors.AuthenticationError,
+        wandb.errors.CommError,
+    ) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"W&B: {first_line} (run `wandb login`, or set WANDB_MODE=offline to log locally)"
+        ) from None
     try:
         # run.config holds the sweep's values (WANDB_SWEEP_PARAM_PATH): the final authority.
         final = build(dict(wandb_run.config))

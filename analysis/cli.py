@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from analysis.diagnose import THRESHOLD_FIELDS, Thresholds
-from trainer.errors import UserError
+from trainer.errors import ConfigError, UserError
 
 LOCAL_SWEEP_ID = re.compile(r"^[a-z0-9]{8}$")
 API_PATH = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+$")
@@ -109,6 +109,9 @@ def _warm_imports() -> None:
 
 def main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    for name in ("workers", "top", "running_window"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')}", getattr(args, name), "must be >= 0")
     th = Thresholds(**{name: getattr(args, name) for name in THRESHOLD_FIELDS})
     kind, where, sweep = _resolve(args.source, args.sweep)
     if args.tag and kind != "api":

@@ -33,6 +33,7 @@ from typing import Any
 
 from analysis.records import END_STEP, FINISHED, PREEMPTED, RUNNING
 from trainer import metrics as M
+from trainer.errors import ConfigError
 
 VERDICTS = ("good", "overfitting", "underfitting", "diverged", "crashed", "insufficient")
 DIVERGED_EXIT = 3
@@ -70,6 +71,20 @@ class Thresholds:
     slow_factor: float = _t(
         2.0, "time_per_epoch above this many times the run's median -> slowdown"
     )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name in ("min_epochs", "window", "smooth"):
+                ok, rule = value >= 1, "must be >= 1"
+            elif f.name in ("train_drop_min", "val_stall", "slow_drop", "gl_max"):
+                ok, rule = True, "must be a finite number"  # a negative one turns a rule off
+            else:
+                ok, rule = value > 0, "must be > 0"
+            if not (ok and math.isfinite(value)):
+                raise ConfigError(f.name, value, rule)
 
 
 THRESHOLD_FIELDS = {f.name: f for f in fields(Thresholds)}

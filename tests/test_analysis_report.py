@@ -263,6 +263,9 @@ def test_local_sweep_id_reads_outputs_wandb(runs_dir, tmp_path):
         (["{runs}", "--tag"], "--tag writes verdicts"),
         (["ent/proj/abc", "--sweep", "xyz"], "contradicts the sweep path"),
         (["{runs}", "--min_epochs", "x"], "invalid int value"),
+        (["{runs}", "--min-epochs", "0"], "min_epochs=0: must be >= 1"),
+        (["{runs}", "--explode-factor", "-1"], "explode_factor=-1.0: must be > 0"),
+        (["{runs}", "--workers", "-1"], "--workers=-1: must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runs_dir, tmp_path, args, words):

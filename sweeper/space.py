@@ -25,6 +25,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from trainer import metrics
+
 METHODS = ("grid", "random", "bayes")
 # W&B distributions the local engine maps one-to-one onto Optuna's.
 SUPPORTED = ("constant", "categorical", "uniform", "int_uniform", "log_uniform_values", "q_uniform")
@@ -188,8 +190,14 @@ def local_problems(cfg: dict[str, Any], source: str) -> list[str]:
     method = cfg.get("method")
     if method not in METHODS:
         problems.append(f"{source}: method: {method!r} is not one of {', '.join(METHODS)}")
-    if not (cfg.get("metric") or {}).get("name"):
+    metric = (cfg.get("metric") or {}).get("name")
+    if not metric:
         problems.append(f"{source}: metric: the local engine needs a metric to record each trial")
+    elif metric not in metrics.LOCAL_SWEEP_METRICS:
+        problems.append(
+            f"{source}: metric.name: the local engine reads each epoch's "
+            f"{', '.join(metrics.LOCAL_SWEEP_METRICS)} from progress.jsonl, not {metric!r}"
+        )
     if method in ("random", "bayes") and not cfg.get("run_cap"):
         problems.append(
             f"{source}: run_cap: the local engine needs a budget for {method} search (e.g. run_cap: 20)"

@@ -92,6 +92,7 @@ def test_contract_2d_with_sweep_values(tmp_path: Path) -> None:
     progress = [json.loads(line) for line in (folder / "progress.jsonl").read_text().splitlines()]
     epoch_rows = run.rows_with(m.EPOCH)
     assert [p[m.EPOCH] for p in progress] == [1, 2]
+    assert all(tuple(p) == m.PROGRESS_KEYS for p in progress), "what the local engine reads"
     assert [p[m.VAL_RECON] for p in progress] == [r[m.VAL_RECON] for r in epoch_rows]
     train_recon = [r[m.TRAIN_RECON] for r in run.rows_with(m.TRAIN_RECON)]
     for p, e in zip(progress, range(EPOCHS), strict=True):

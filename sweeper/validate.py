@@ -185,8 +185,32 @@ def candidates(spec: dict[str, Any]) -> list[Any] | None:
     if kind in ("categorical", "categorical_w_probabilities"):
         return list(spec["values"])
     if "min" in spec and "max" in spec:
-        return [spec["min"], spec["max"]]
+        lo, hi = spec["min"], spec["max"]
+        step = spec.get("q", 1) if kind in ("int_uniform", "q_uniform") else None
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step)) and step > 0:
+            # Integer ranges: every value can be drawn, and rules such as divisibility bite
+            # between the bounds (image_size 33..63), so check them all, or an even sample.
+            values = range(lo, hi + 1, step)
+            if len(values) > MAX_RANGE_VALUES:
+                stride = len(values) // MAX_RANGE_VALUES + 1
+                values = [*values[::stride], hi]
+            return sorted(set(values) | {lo, hi})
+        return [lo, hi]
     return None
+
+
+# Distributions that draw floats: wrong for integer and boolean config keys.
+FLOAT_DISTRIBUTIONS = (
+    "uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "inv_log_uniform",
+    "inv_log_uniform_values",
+    "normal",
+    "log_normal",
+    "beta",
+)
+MAX_RANGE_VALUES = 256
 
 
 def _trainer_values(params: dict[str, Any], source: str) -> list[str]:
@@ -198,6 +222,13 @@ def _trainer_values(params: dict[str, Any], source: str) -> list[str]:
             continue
         if key not in FIELDS:
             problems.append(f"{where}: {unknown_key(key, None).rule}")
+            continue
+        kind = FIELDS[key].metadata["kind"]
+        if distribution_of(spec) in FLOAT_DISTRIBUTIONS and kind != "float":
+            problems.append(
+                f"{where}: distribution {distribution_of(spec)} draws floats, but {key} is "
+                f"{'an integer' if 'int' in kind else 'not a number'}: use int_uniform or values"
+            )
             continue
         values = candidates(spec)
         for value in values or []:

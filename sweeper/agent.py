@@ -208,7 +208,7 @@ class Agent:
         sweep = self.sweep
         frozen = sweep.study._storage.get_trial(trial._trial_id)
         values = sweep.space.values(frozen.params)
-        run_id = st.new_id()
+        run_id = frozen.user_attrs.get(st.RUN_ID) or st.new_id()  # a retry resumes its run
         trial.set_user_attr(st.RUN_ID, run_id)
         output_dir = Path(self.cwd, str(values.get("output_dir", DEFAULTS["output_dir"])))
         run_dir = output_dir / "runs" / run_id

@@ -19,7 +19,8 @@ Dead agents. Each RUNNING trial records its owner (``host:pid:start-time``) and 
 An agent on the same host sees at once that the owner process is gone (the start time guards
 against PID reuse); agents elsewhere see the heartbeat go stale after ``GRACE_PERIOD``. A
 trial found dead is *lost*: marked FAIL without an ``exit_code``, then re-enqueued once with
-the same parameters (``retry_of`` = its number) and a fresh run id.
+the same parameters (``retry_of`` = its number) and the same run id, so the trainer resumes
+from its checkpoint.
 
 Accounting, the same on every storage. The budget (``run_cap``, or the grid's points) counts
 *slots*: the original trials. A lost trial hands its slot to its retry, so each slot ends in
@@ -344,9 +345,12 @@ def reap(sweep: Sweep, store: Store) -> None:
             mark_lost(sweep, t._trial_id, f"agent {owner} is gone")
     t = tally(sweep)
     for lost in t.unretried:
-        sweep.study.enqueue_trial(
-            lost.params, user_attrs={RETRY_OF: lost.number}, skip_if_exists=False
-        )
+        # The same run id, as W&B requeues a run: the trainer resumes from its checkpoint and
+        # the analysis joins the two pieces into one run.
+        retry_attrs = {RETRY_OF: lost.number}
+        if lost.user_attrs.get(RUN_ID):
+            retry_attrs[RUN_ID] = lost.user_attrs[RUN_ID]
+        sweep.study.enqueue_trial(lost.params, user_attrs=retry_attrs, skip_if_exists=False)
     # Without a lock two reapers can retry one trial: keep the first retry only.
     seen: set[int] = set()
     for trial in sorted(tally(sweep).trials, key=lambda x: x.number):

@@ -99,6 +99,7 @@ def test_kill_9_mid_trial_then_restart_retries_that_trial_once(tmp_path):
     assert [t.user_attrs["run_id"] for t in lost] == [killed["run_id"]]
     retry = next(t for t in all_trials if t.user_attrs.get("retry_of") == lost[0].number)
     assert retry.state == TrialState.COMPLETE and retry.params == lost[0].params
+    assert retry.user_attrs["run_id"] == killed["run_id"], "a retry resumes the same run"
     assert len([t for t in all_trials if store.is_counted(t)]) == 3
 
 

@@ -72,7 +72,7 @@ def loss_curves(judged: list[Judged], out: Path, top: int) -> Path:
         combined.autoscale()
         if all(y > 0 for s, _ in keep for _, y in s):
             combined.set_yscale("log")
-    combined.set_title(f"val/recon_loss, all {len(judged)} runs", fontsize=8)
+    combined.set_title(f"{M.VAL_RECON}, all {len(judged)} runs", fontsize=8)
     _legend(combined, {j.row["verdict"] for j in judged})
     for i, j in enumerate(shown):
         ax = axes[1 + i // cols][i % cols]
@@ -126,7 +126,7 @@ def params_vs_loss(judged: list[Judged], params: list[str], out: Path) -> Path |
             ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=30)
         if log:
             ax.set_xscale("log")
-        ax.set_ylabel("best val/recon_loss", fontsize=7)
+        ax.set_ylabel(f"best {M.VAL_RECON}", fontsize=7)
         ax.tick_params(labelsize=6)
     _legend(axes.flat[0], {j.row["verdict"] for j in scored})
     fig.subplots_adjust(

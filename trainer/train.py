@@ -232,7 +232,7 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
             pos.batch = i + 1
             extra = None
             if i == 0:  # the guide's train/triplets: first batch of every epoch
-                image = logger.triplet_image(x[0], recon[0], f"train/step {pos.step}")
+                image = logger.triplet_image(x[0], recon[0], f"{m.TRAIN_STEP} {pos.step}")
                 extra = {m.TRAIN_TRIPLETS: image}
             rows.add(pos.step, out, extra)
             if (len(rows) >= cfg.log_every or pos.batch == n_steps) and not flush():

@@ -33,10 +33,9 @@ from typing import Any
 
 from analysis.records import END_STEP, FINISHED, PREEMPTED, RUNNING
 from trainer import metrics as M
-from trainer.errors import ConfigError
+from trainer.errors import EXIT_DIVERGED, ConfigError
 
 VERDICTS = ("good", "overfitting", "underfitting", "diverged", "crashed", "insufficient")
-DIVERGED_EXIT = 3
 
 
 def _t(default: float | None, help: str) -> Any:
@@ -221,7 +220,7 @@ def diagnose(
         "final_train": curves.train[-1] if curves.train else None,
     }
 
-    diverged = _divergence(curves, th, flagged_diverged or exit_code == DIVERGED_EXIT)
+    diverged = _divergence(curves, th, flagged_diverged or exit_code == EXIT_DIVERGED)
     if diverged:
         return Verdict("diverged", diverged, numbers)
 

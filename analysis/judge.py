@@ -60,9 +60,9 @@ def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
     for run, c in zip(runs, curves, strict=True):
         flagged = (
             run.summary.get(M.SUMMARY_DIVERGED) is True
-            or run.summary.get(M.SUMMARY_STATUS) == "diverged"
+            or run.summary.get(M.SUMMARY_STATUS) == M.STATUS_DIVERGED
         )
-        stopped = run.summary.get(M.SUMMARY_STATUS) == "stopped"
+        stopped = run.summary.get(M.SUMMARY_STATUS) == M.STATUS_STOPPED
         v = diagnose(c, run.state, th, context, flagged, run.exit_code, stopped_early=stopped)
         final_train = next((t for t in reversed(c.train) if math.isfinite(t)), None)
         row = {

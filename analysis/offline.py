@@ -32,9 +32,8 @@ from analysis.records import (
     merge,
 )
 from trainer import metrics as M
-from trainer.errors import UserError
+from trainer.errors import EXIT_PREEMPTED, UserError
 
-PREEMPTED_EXIT = 75
 STARTED = re.compile(r"\d{8}_\d{6}")
 # Scalars kept from per-step rows; the rest (media metadata, _runtime...) is dropped early.
 TRAIN_SCALARS = (M.TRAIN_STEP, M.TRAIN_RECON, M.TRAIN_KL, M.TRAIN_PERCEPTUAL, M.TRAIN_LOSS, M.LR)
@@ -167,7 +166,7 @@ def _state(exit_code: int | None, run_file: Path, now: float, running_window_s: 
         return RUNNING if fresh else CRASHED
     if exit_code == 0:
         return FINISHED
-    if exit_code == PREEMPTED_EXIT:
+    if exit_code == EXIT_PREEMPTED:
         return PREEMPTED
     return FAILED
 

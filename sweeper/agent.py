@@ -44,11 +44,11 @@ from sweeper.forkserver import Child, ForkServer, spawn
 from sweeper.validate import is_trainer_command
 from trainer import metrics
 from trainer.config import DEFAULTS
+from trainer.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT
 
 POLL_SECONDS = 0.5
 IDLE_SECONDS = 2.0  # between checks while other agents finish the last trials
-EXIT_DIVERGED, EXIT_CONFIG, EXIT_PREEMPTED = 3, 2, 75
-REASONS = {EXIT_DIVERGED: "diverged", EXIT_CONFIG: "config error"}
+REASONS = {EXIT_DIVERGED: "diverged", USER_ERROR_EXIT: "config error"}
 
 
 def best(values: list[float], goal: str) -> float | None:

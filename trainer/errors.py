@@ -8,7 +8,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+# Exit statuses of ``python -m trainer``: the local engine and the analysis read them too.
+EXIT_FINISHED = 0  # finished, or stopped by SIGTERM (checkpoint saved)
+EXIT_CRASHED = 1
 USER_ERROR_EXIT = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later (W&B requeues after mark_preempting)
 
 
 class UserError(Exception):

@@ -45,7 +45,8 @@ SUMMARY_BEST_EPOCH = "best_epoch"  # epoch of val/best_recon_loss
 SUMMARY_EPOCHS = "epochs_completed"
 SUMMARY_PARAMETERS = "parameters"  # trainable parameters of the model
 SUMMARY_RUN_DIR = "run_dir"  # where checkpoint.pt, best.pt and progress.jsonl are
-STATUSES = ("finished", "stopped", "preempted", "diverged")
+STATUS_FINISHED, STATUS_STOPPED = "finished", "stopped"
+STATUS_PREEMPTED, STATUS_DIVERGED = "preempted", "diverged"
 
 
 def val_triplet_key(index: int) -> str:

@@ -29,14 +29,16 @@ from trainer import checkpoint, logger
 from trainer import data as datasets
 from trainer import metrics as m
 from trainer.config import Config, build
-from trainer.errors import UserError
+from trainer.errors import (
+    EXIT_CRASHED,
+    EXIT_DIVERGED,
+    EXIT_FINISHED,
+    EXIT_PREEMPTED,
+    USER_ERROR_EXIT,
+    UserError,
+)
 from trainer.model import build_model, build_perceptual, forward, losses
 
-EXIT_FINISHED = 0
-EXIT_USER_ERROR = 2
-EXIT_DIVERGED = 3
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later (W&B requeues after mark_preempting)
-EXIT_CRASHED = 1
 DEFAULT_PROJECT = "vae-sweeps"
 
 
@@ -131,7 +133,7 @@ def run(cfg: Config) -> int:
             prepared = prepare(final)
         code = train(prepared, wandb_run, signals, tty)
     except UserError:
-        wandb_run.finish(exit_code=EXIT_USER_ERROR)
+        wandb_run.finish(exit_code=USER_ERROR_EXIT)
         raise
     except BaseException:
         wandb_run.finish(exit_code=EXIT_CRASHED)
@@ -168,7 +170,7 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
 
     def finish(status: str) -> None:
         run.summary[m.SUMMARY_STATUS] = status
-        run.summary[m.SUMMARY_DIVERGED] = status == "diverged"
+        run.summary[m.SUMMARY_DIVERGED] = status == m.STATUS_DIVERGED
         run.summary[m.SUMMARY_EPOCHS] = pos.epoch
         if math.isfinite(pos.best_val):  # also in a resumed segment that finished no epoch
             run.summary[m.VAL_BEST_RECON] = pos.best_val
@@ -296,9 +298,9 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
         )
     if signals.preempt:
         run.mark_preempting()
-        finish("preempted")
+        finish(m.STATUS_PREEMPTED)
         return EXIT_PREEMPTED
-    finish("stopped" if signals.stop else "finished")
+    finish(m.STATUS_STOPPED if signals.stop else m.STATUS_FINISHED)
     return EXIT_FINISHED
 
 
@@ -306,7 +308,7 @@ def diverged(run: wandb.Run, finish, bar) -> int:
     """A NaN/inf loss: stop at once, keep the last good checkpoint, mark the run."""
     if bar is not None:
         bar.close()
-    finish("diverged")
+    finish(m.STATUS_DIVERGED)
     print(f"run {run.id}: loss became NaN or infinite, stopped (exit {EXIT_DIVERGED})", flush=True)
     return EXIT_DIVERGED
 

@@ -317,50 +317,32 @@ def _divergence(curves: Curves, th: Thresholds, flagged: bool) -> list[str]:
 def _is_high(
     best: float | None, context: SweepContext, th: Thresholds, numbers: dict[str, Any]
 ) -> tuple[bool, str]:
+    """Is the run's best val high against the sweep's best, a baseline, or the sweep's median?"""
     if best is None:
         return False, ""
-    checks = []
+    # (reference level, what it is, factor from which best is high, key in numbers or None)
+    references = []
     if context.best and context.best > 0:
-        numbers["vs_sweep_best"] = best / context.best
-        checks.append(
-            (
-                best >= th.high_vs_best * context.best,
-                best / context.best,
-                "the sweep's best",
-                context.best,
-                th.high_vs_best,
-            )
-        )
+        references.append((context.best, "the sweep's best", th.high_vs_best, "vs_sweep_best"))
     if th.baseline:
-        checks.append(
-            (
-                best >= th.high_vs_best * th.baseline,
-                best / th.baseline,
-                "the baseline",
-                th.baseline,
-                th.high_vs_best,
-            )
-        )
+        references.append((th.baseline, "the baseline", th.high_vs_best, None))
     if context.median and context.runs >= 3:
-        numbers["vs_sweep_median"] = best / context.median
-        checks.append(
-            (
-                best >= th.high_vs_median * context.median,
-                best / context.median,
-                "the sweep's median",
-                context.median,
-                th.high_vs_median,
-            )
+        references.append(
+            (context.median, "the sweep's median", th.high_vs_median, "vs_sweep_median")
         )
-    for high, ratio, what, level, limit in checks:
-        if high:
+    for level, _, _, key in references:
+        if key:
+            numbers[key] = best / level
+    for level, what, limit, _ in references:
+        if best >= limit * level:
+            ratio = best / level
             return (
                 True,
                 f"best val {best:.4g} is {ratio:.2f}x {what} ({level:.4g}; high from {limit:g}x)",
             )
-    if checks:
-        ratio, what, level = checks[0][1], checks[0][2], checks[0][3]
-        return False, f"best val {best:.4g} is {ratio:.2f}x {what} ({level:.4g})"
+    if references:
+        level, what = references[0][:2]
+        return False, f"best val {best:.4g} is {best / level:.2f}x {what} ({level:.4g})"
     return False, ""
 
 

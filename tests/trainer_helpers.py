@@ -17,8 +17,7 @@ from conftest import PYTHON, offline_env
 
 WANDB = str(Path(sys.executable).with_name("wandb"))
 # Tiny models that train in milliseconds per step on a CPU.
-TINY_2D = [
-    "--channels=[8, 8]",
+TINY_COMMON = [
     "--norm_num_groups=4",
     "--latent_channels=2",
     "--image_size=16",
@@ -27,17 +26,8 @@ TINY_2D = [
     "--batch_size=4",
     "--max_epochs=2",
 ]
-TINY_3D = [
-    "--spatial_dims=3",
-    "--channels=[4, 4, 4]",
-    "--norm_num_groups=4",
-    "--latent_channels=2",
-    "--image_size=16",
-    "--n_train=8",
-    "--n_val=3",
-    "--batch_size=4",
-    "--max_epochs=2",
-]
+TINY_2D = ["--channels=[8, 8]", *TINY_COMMON]
+TINY_3D = ["--spatial_dims=3", "--channels=[4, 4, 4]", *TINY_COMMON]
 TRAIN_TIMEOUT = 180
 
 

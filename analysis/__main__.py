@@ -1,6 +1,6 @@
 """``python -m analysis report SOURCE [--sweep ID] [--out DIR] [...]``: see analysis/cli.py."""
 
 from analysis.cli import main
-from trainer.errors import run_cli
+from contract.errors import run_cli
 
 run_cli(main, "analysis")

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from analysis.diagnose import THRESHOLD_FIELDS, Thresholds
-from trainer.errors import ConfigError, UserError
+from contract.errors import ConfigError, UserError
 
 LOCAL_SWEEP_ID = re.compile(r"^[a-z0-9]{8}$")
 API_PATH = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+$")

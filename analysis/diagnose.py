@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from analysis.records import END_STEP, FINISHED, PREEMPTED, RUNNING
-from trainer import metrics as M
-from trainer.errors import EXIT_DIVERGED, ConfigError
+from contract import metrics as M
+from contract.errors import EXIT_DIVERGED, ConfigError
 
 VERDICTS = ("good", "overfitting", "underfitting", "diverged", "crashed", "insufficient")
 

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from trainer import metrics as M
+from contract import metrics as M
 
 MIN_RUNS = 3
 

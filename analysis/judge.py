@@ -18,7 +18,7 @@ from analysis.diagnose import (
     slow_epochs,
 )
 from analysis.records import RunRecord
-from trainer import metrics as M
+from contract import metrics as M
 
 # Config keys that say where things are, not how the model learns: never "swept".
 NOT_HYPERPARAMETERS = {"output_dir", "data_dir", "perceptual_weights_path", "num_workers"}

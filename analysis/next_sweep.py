@@ -8,8 +8,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from trainer import metrics as M
-from trainer.config import DEFAULTS, FIELDS
+from contract import metrics as M
+from contract.config import DEFAULTS, FIELDS
 
 # Numbers become explicit value lists when the sweep tried at most this many distinct values
 # (and some of them repeat).

@@ -31,8 +31,8 @@ from analysis.records import (
     RunRecord,
     merge,
 )
-from trainer import metrics as M
-from trainer.errors import EXIT_PREEMPTED, UserError
+from contract import metrics as M
+from contract.errors import EXIT_PREEMPTED, UserError
 
 STARTED = re.compile(r"\d{8}_\d{6}")
 # Scalars kept from per-step rows; the rest (media metadata, _runtime...) is dropped early.

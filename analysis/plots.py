@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.judge import Judged
-from trainer import metrics as M
+from contract import metrics as M
 
 COLORS = {
     "good": "#2ca02c",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer import metrics as M
+from contract import metrics as M
 
 # Run states, W&B's words where W&B has one.
 FINISHED = "finished"

@@ -21,8 +21,8 @@ from analysis.importance import importance
 from analysis.judge import Judged, swept_params
 from analysis.next_sweep import next_sweep
 from analysis.records import FINISHED, RunRecord
-from trainer import metrics as M
-from trainer.config import DEFAULTS
+from contract import metrics as M
+from contract.config import DEFAULTS
 
 CSV_FIELDS = [
     "rank", "run_id", "name", "sweep_id", "state", "exit_code", "verdict", "epochs",

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from analysis.diagnose import VERDICTS
 from analysis.records import END_STEP, RunRecord
-from trainer import metrics as M
-from trainer.errors import UserError
+from contract import metrics as M
+from contract.errors import UserError
 
 T = TypeVar("T")
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}

@@ -44,8 +44,8 @@ def bare_loop(epochs: int) -> float:
     """Steps per second of the bare loop over epochs 2..N."""
     import torch
 
+    from contract.config import build
     from trainer import data
-    from trainer.config import build
     from trainer.model import build_model, forward, losses
 
     cfg = build({"max_epochs": epochs})
@@ -101,9 +101,9 @@ def logging_cost(epochs: int, workdir: Path) -> tuple[float, float]:
     import torch
     import wandb
 
+    from contract import metrics as m
+    from contract.config import build
     from trainer import logger
-    from trainer import metrics as m
-    from trainer.config import build
 
     cfg = build({})
     steps_per_epoch = cfg.n_train // cfg.batch_size

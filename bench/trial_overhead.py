@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contract import metrics  # noqa: E402
 from sweeper.forkserver import ForkServer  # noqa: E402
-from trainer import metrics  # noqa: E402
 
 TINY = [
     "--channels=[8, 8]",

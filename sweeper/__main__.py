@@ -1,4 +1,4 @@
+from contract.errors import run_cli
 from sweeper.cli import main
-from trainer.errors import run_cli
 
 run_cli(main, "sweeper")

@@ -39,12 +39,12 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from contract import metrics, runs
+from contract.config import DEFAULTS
+from contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT
 from sweeper import store as st
 from sweeper.forkserver import Child, ForkServer, spawn
 from sweeper.validate import is_trainer_command
-from trainer import metrics
-from trainer.config import DEFAULTS
-from trainer.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT
 
 POLL_SECONDS = 0.5
 IDLE_SECONDS = 2.0  # between checks while other agents finish the last trials
@@ -58,20 +58,12 @@ def best(values: list[float], goal: str) -> float | None:
     return max(finite) if goal == "maximize" else min(finite)
 
 
-def epoch_values(path: Path, metric: str, goal: str) -> list[tuple[int, float]]:
+def epoch_values(folder: Path, metric: str, goal: str) -> list[tuple[int, float]]:
     """``(epoch, metric so far)`` per finished epoch; ``val/best_recon_loss`` is the running best
     of ``val/recon_loss`` where the file holds only the latter."""
     out: list[tuple[int, float]] = []
     seen: list[float] = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line being written
+    for row in runs.read_progress(folder):
         if metric in row:
             value = row[metric]
         elif metric == metrics.VAL_BEST_RECON and metrics.VAL_RECON in row:
@@ -211,9 +203,9 @@ class Agent:
         run_id = frozen.user_attrs.get(st.RUN_ID) or st.new_id()  # a retry resumes its run
         trial.set_user_attr(st.RUN_ID, run_id)
         output_dir = Path(self.cwd, str(values.get("output_dir", DEFAULTS["output_dir"])))
-        run_dir = output_dir / "runs" / run_id
+        run_dir = runs.run_dir(output_dir, run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        log = run_dir / "trial.log"
+        log = run_dir / runs.TRIAL_LOG
         retry = frozen.user_attrs.get(st.RETRY_OF)
         note = f" (retry of trial {retry})" if retry is not None else ""
         self.say(f"trial {trial.number} run {run_id}{note}: {json.dumps(values)}")
@@ -232,7 +224,7 @@ class Agent:
             heart.start()
             try:
                 self.child = self._start(command, env, log)
-                code, pruned, reported = self._watch(trial, run_dir / "progress.jsonl")
+                code, pruned, reported = self._watch(trial, run_dir)
             finally:
                 beat.set()
                 self.child = None
@@ -256,7 +248,7 @@ class Agent:
             with contextlib.suppress(Exception):  # a missed beat is retried next interval
                 self.sweep.study._storage.record_heartbeat(trial_id)
 
-    def _watch(self, trial: optuna.Trial, progress: Path) -> tuple[int, bool, list[float]]:
+    def _watch(self, trial: optuna.Trial, run_dir: Path) -> tuple[int, bool, list[float]]:
         """Feed the pruner each new epoch until the process ends; SIGTERM it when pruned."""
         sweep, child = self.sweep, self.child
         reported: dict[int, float] = {}
@@ -264,7 +256,7 @@ class Agent:
         kill_delay = float(os.environ.get("WANDB_AGENT_KILL_DELAY", 30))
         while True:
             code = child.wait(timeout=POLL_SECONDS)
-            for epoch, value in epoch_values(progress, sweep.metric, sweep.goal):
+            for epoch, value in epoch_values(run_dir, sweep.metric, sweep.goal):
                 if epoch in reported:
                     continue
                 reported[epoch] = value

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.errors import UserError
+from contract.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -69,8 +69,8 @@ def _child(request: dict) -> None:
         spec = importlib.util.find_spec("trainer.__main__")
         sys.modules["__main__"].__spec__ = spec
         sys.argv = [spec.origin, *request["argv"]]
+        from contract.errors import run_cli
         from trainer.cli import main
-        from trainer.errors import run_cli
 
         run_cli(main, "trainer")
         code = 0

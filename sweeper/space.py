@@ -25,7 +25,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from trainer import metrics
+from contract import metrics
 
 METHODS = ("grid", "random", "bayes")
 # W&B distributions the local engine maps one-to-one onto Optuna's.

@@ -52,8 +52,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from contract.errors import UserError
 from sweeper import space as space_mod
-from trainer.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"
 HEARTBEAT_INTERVAL = 10  # seconds between an agent's heartbeats for its running trial

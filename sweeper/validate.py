@@ -4,7 +4,7 @@ In order: YAML; W&B's own schema; the semantic check W&B's engine only does once
 runs (``sweeps.next_run`` raising, e.g. bayes without a metric); numbers YAML reads as
 strings (``1e-5``); the command; the metric; then, for sweeps of the trainer, every parameter
 name and value against the trainer's typed config and every configuration the file can
-produce built with ``trainer.config.build``.
+produce built with ``contract.config.build``.
 
 Configurations: categorical and grid values are enumerated, continuous and integer ranges
 contribute both bounds. Up to ``MAX_COMBINATIONS`` the product is checked exhaustively;
@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
+from contract import metrics
+from contract.config import FIELDS, build, coerce, unknown_key
+from contract.errors import ConfigError
 from sweeper.space import distribution_of
-from trainer import metrics
-from trainer.config import FIELDS, build, coerce, unknown_key
-from trainer.errors import ConfigError
 
 MAX_COMBINATIONS = 10_000
 MAX_COMBINATION_PROBLEMS = 5

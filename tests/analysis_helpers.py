@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import metrics as M  # noqa: E402
+from contract import metrics as M  # noqa: E402
 
 SHAPES = ("good", "overfitting", "underfitting", "diverged", "flat", "noisy")
 

@@ -28,7 +28,7 @@ from analysis.records import (
     RunRecord,
     merge,
 )
-from trainer import metrics as M
+from contract import metrics as M
 
 TH = Thresholds()
 

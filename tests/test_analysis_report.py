@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import PYTHON, REPO, offline_env
 
-from trainer import metrics as M
+from contract import metrics as M
 
 HELPER = str(Path(__file__).with_name("analysis_helpers.py"))
 SWEEP, OTHER_SWEEP = "swp00001", "swp00002"

@@ -26,8 +26,8 @@ from wandb.errors import CommError
 from analysis import cli, wandb_api
 from analysis.offline import find_run_files, parse_records
 from analysis.records import CRASHED, END_STEP, RUNNING
-from trainer import metrics as M
-from trainer.errors import UserError
+from contract import metrics as M
+from contract.errors import UserError
 
 EPOCHS = 12
 HEADER = '{"num":1,"type":"header","header":{"version_info":{"producer":"0.31.0"}}}'

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cli import resolve, split_config_file
-from trainer.config import (
+from contract.config import (
     DEFAULTS,
     FIELDS,
     MNI152_SLICES,
@@ -19,7 +18,8 @@ from trainer.config import (
     load_yaml,
     parse_cli,
 )
-from trainer.errors import ConfigError, UserError
+from contract.errors import ConfigError, UserError
+from trainer.cli import resolve, split_config_file
 
 
 def test_wandb_agent_args_are_python_reprs() -> None:

@@ -7,7 +7,7 @@ import re
 from conftest import REPO
 
 from analysis.diagnose import THRESHOLD_FIELDS
-from trainer.config import DEFAULTS
+from contract.config import DEFAULTS
 
 README = (REPO / "README.md").read_text()
 

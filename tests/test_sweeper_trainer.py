@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from sweep_helpers import RUN_AGENT, create, env, sweeper, trials, write_sweep
 from trainer_helpers import offline_runs
 
-from trainer import metrics as m
+from contract import metrics as m
 
 TRAINER_COMMAND = ["${env}", "${interpreter}", "-m", "trainer", "${args}"]
 TINY = {

@@ -13,9 +13,9 @@ from conftest import PYTHON, offline_env
 from PIL import Image
 from trainer_helpers import TINY_2D, offline_runs, run_trainer
 
-from trainer import checkpoint
+from contract import runs
+from contract.errors import ConfigError, UserError
 from trainer.cli import resolve
-from trainer.errors import ConfigError, UserError
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -124,9 +124,9 @@ def test_run_config_is_the_final_authority(
     monkeypatch.setenv("WANDB_RUN_ID", "authority1")
     # The trainer is handed a config without the sweep's values; wandb.init merges them in.
     assert train.run(tiny_cfg(tmp_path)) == 0
-    saved = torch.load(
-        tmp_path / "out" / "runs" / "authority1" / checkpoint.LATEST, weights_only=True
-    )["config"]
+    saved = torch.load(tmp_path / "out" / "runs" / "authority1" / runs.LATEST, weights_only=True)[
+        "config"
+    ]
     assert saved["lr"] == 0.001 and saved["kl_weight"] == 0.0
 
 

@@ -15,8 +15,8 @@ from trainer_helpers import (
     run_trainer_on_terminal,
 )
 
-from trainer import metrics as m
-from trainer.config import FIELDS
+from contract import metrics as m
+from contract.config import FIELDS
 
 STEPS_PER_EPOCH = 2  # n_train=8, batch_size=4
 EPOCHS = 2

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from contract.config import MNI152_SLICES, build
+from contract.errors import UserError
 from trainer import data
-from trainer.config import MNI152_SLICES, build
-from trainer.errors import UserError
 
 TINY = {"channels": [8, 8], "norm_num_groups": 4, "image_size": 16}
 

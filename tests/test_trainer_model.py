@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from contract import runs
+from contract.config import build
+from contract.errors import UserError
 from trainer import checkpoint, logger
-from trainer.config import build
-from trainer.errors import UserError
 from trainer.model import build_model, build_perceptual, forward, kl_loss, losses
 
 TINY = {"channels": [4, 4, 4], "norm_num_groups": 4, "image_size": 16, "latent_channels": 2}
@@ -95,7 +96,7 @@ def test_checkpoint_round_trip_and_architecture_guard(tmp_path: Path) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     pos = checkpoint.Position(epoch=2, batch=1, step=9, best_val=0.5, best_epoch=2)
-    path = tmp_path / "runs" / "x" / checkpoint.LATEST
+    path = tmp_path / "runs" / "x" / runs.LATEST
     torch.manual_seed(5)
     checkpoint.save(path, model, opt, scaler, pos, cfg.to_dict())
     expected_draw = torch.rand(3)

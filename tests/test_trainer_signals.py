@@ -17,7 +17,7 @@ from trainer_helpers import (
     wait_for_epoch,
 )
 
-from trainer import metrics as m
+from contract import metrics as m
 
 # 32 steps per epoch, 3 epochs: long enough to signal in the middle of epoch 2.
 LONGER = [*TINY_2D, "--n_train=128", "--max_epochs=3"]

@@ -1,4 +1,4 @@
+from contract.errors import run_cli
 from trainer.cli import main
-from trainer.errors import run_cli
 
 run_cli(main, "trainer")

@@ -1,13 +1,7 @@
-"""Checkpoints under ``<output_dir>/runs/<run_id>/``: written atomically, read with weights_only.
-
-``checkpoint.pt`` is the latest state (every epoch, and on SIGTERM/SIGUSR1 mid-epoch),
-``best.pt`` the state of the best validation epoch, ``progress.jsonl`` one line per
-finished epoch (the local sweep engine tails it).
-"""
+"""Checkpoints in the run folder (``contract.runs``): written atomically, read with weights_only."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +9,8 @@ from typing import Any
 
 import torch
 
-from trainer.errors import UserError
+from contract.errors import UserError
 
-LATEST = "checkpoint.pt"
-BEST = "best.pt"
-PROGRESS = "progress.jsonl"
 # Keys whose change makes saved weights unusable.
 ARCHITECTURE_KEYS = (
     "spatial_dims",
@@ -44,10 +35,6 @@ class Position:
     best_epoch: int = 0
     epoch_seconds: float = 0.0  # time already spent in the unfinished epoch
     epoch_recon_sum: float = 0.0  # sum of train/recon_loss over the unfinished epoch's steps
-
-
-def run_dir(output_dir: str, run_id: str) -> Path:
-    return Path(output_dir) / "runs" / run_id
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -100,10 +87,3 @@ def load(
     if state["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return Position(**state["position"])
-
-
-def append_progress(folder: Path, row: dict[str, float]) -> None:
-    """One JSON line per finished epoch; the local sweep engine tails this file."""
-    with open(folder / PROGRESS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()

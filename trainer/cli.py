@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+from contract.config import Config, build, help_text, load_yaml, parse_cli
+from contract.errors import UserError
 from trainer import files
-from trainer.config import Config, build, help_text, load_yaml, parse_cli
-from trainer.errors import UserError
 
 USAGE = """usage: python -m trainer [--config FILE.yaml] [--key=value ...]
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contract.config import Config
+from contract.errors import UserError
 from trainer import files
-from trainer.config import Config
-from trainer.errors import UserError
 
 MNI152_FILE = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 # A slice is usable when brain (above 10% of the maximum) covers this share of it.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import Config
-from trainer.errors import UserError
+from contract.config import Config
+from contract.errors import UserError
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import wandb
 
-from trainer import metrics as m
+from contract import metrics as m
 
 STEP_KEYS = {
     "recon": m.TRAIN_RECON,

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL
 
-from trainer.config import Config
-from trainer.errors import UserError
+from contract.config import Config
+from contract.errors import UserError
 
 LPIPS_NETWORKS = ("alex", "vgg", "squeeze")
 

@@ -25,11 +25,10 @@ import torch
 import wandb
 from tqdm import tqdm
 
-from trainer import checkpoint, logger
-from trainer import data as datasets
-from trainer import metrics as m
-from trainer.config import Config, build
-from trainer.errors import (
+from contract import metrics as m
+from contract import runs
+from contract.config import Config, build
+from contract.errors import (
     EXIT_CRASHED,
     EXIT_DIVERGED,
     EXIT_FINISHED,
@@ -37,6 +36,8 @@ from trainer.errors import (
     USER_ERROR_EXIT,
     UserError,
 )
+from trainer import checkpoint, logger
+from trainer import data as datasets
 from trainer.model import build_model, build_perceptual, forward, losses
 
 DEFAULT_PROJECT = "vae-sweeps"
@@ -148,11 +149,11 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=p.amp_dtype == torch.float16)
-    folder = checkpoint.run_dir(cfg.output_dir, run.id)
+    folder = runs.run_dir(cfg.output_dir, run.id)
     folder.mkdir(parents=True, exist_ok=True)
     pos = checkpoint.Position()
-    if (folder / checkpoint.LATEST).exists():
-        pos = checkpoint.load(folder / checkpoint.LATEST, model, optimizer, scaler, cfg.to_dict())
+    if (folder / runs.LATEST).exists():
+        pos = checkpoint.load(folder / runs.LATEST, model, optimizer, scaler, cfg.to_dict())
     # Online, a resumed run's summary holds the last train/step and epoch the server has; a
     # restart from an older checkpoint (after a hard kill) then re-trains those steps without
     # logging them again. Offline runs resume empty: the analysis keeps the later row.
@@ -250,7 +251,7 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
             # A mid-epoch checkpoint: the restart skips the batches already done.
             pos.epoch_seconds = time.perf_counter() - started
             pos.epoch_recon_sum = epoch_recon
-            save(folder / checkpoint.LATEST)
+            save(folder / runs.LATEST)
             break
         train_seconds = time.perf_counter() - started
         val_recon, val_kl, triplets = validate(net, val_x, p, autocast, epoch)
@@ -274,11 +275,11 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
                     **triplets,
                 }
             )
-        save(folder / checkpoint.LATEST)
+        save(folder / runs.LATEST)
         if improved:
-            save(folder / checkpoint.BEST)
+            save(folder / runs.BEST)
         if epoch > logged_epoch:  # after the checkpoint: a listed epoch is never trained again
-            checkpoint.append_progress(
+            runs.append_progress(
                 folder,
                 {
                     m.EPOCH: epoch,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import ConfigError, UserError
+from contract.errors import ConfigError, UserError
 
 RECON_LOSSES = ("l1", "l2")
 DATA_SOURCES = ("synthetic", "folder", "mni152")

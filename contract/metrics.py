@@ -45,6 +45,9 @@ SUMMARY_BEST_EPOCH = "best_epoch"  # epoch of val/best_recon_loss
 SUMMARY_EPOCHS = "epochs_completed"
 SUMMARY_PARAMETERS = "parameters"  # trainable parameters of the model
 SUMMARY_RUN_DIR = "run_dir"  # where checkpoint.pt, best.pt and progress.jsonl are
+# References the trainer records once per run, so a verdict of "high" needs no sibling run.
+SUMMARY_INIT_VAL_RECON = "init_val_recon_loss"  # val/recon_loss before the first optimizer step
+SUMMARY_TRIVIAL_VAL_RECON = "trivial_val_recon_loss"  # val loss of the mean training image
 STATUS_FINISHED, STATUS_STOPPED = "finished", "stopped"
 STATUS_PREEMPTED, STATUS_DIVERGED = "preempted", "diverged"
 

@@ -5,6 +5,7 @@ Everything after the adapters (diagnosis, report, next sweep) works on ``RunReco
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,24 @@ class RunRecord:
     @property
     def epochs(self) -> int:
         return len(self.val)
+
+    # The run's own references, written once per run by the trainer as summary keys; None for
+    # runs logged before the trainer wrote them (or a value that is not a finite number).
+    @property
+    def init_val_recon(self) -> float | None:
+        """Validation reconstruction loss before the first optimizer step."""
+        return _reference(self.summary.get(M.SUMMARY_INIT_VAL_RECON))
+
+    @property
+    def trivial_val_recon(self) -> float | None:
+        """Validation reconstruction loss of the mean training image, whatever the input."""
+        return _reference(self.summary.get(M.SUMMARY_TRIVIAL_VAL_RECON))
+
+
+def _reference(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def merge(parts: list[RunRecord]) -> RunRecord:

@@ -91,6 +91,14 @@ def test_history_rows_become_curves_and_nan_strings_numbers(tmp_path):
             }
         ),  # fmt: skip
         line({"type": "summary", "summary": {"update": {M.SUMMARY_STATUS: "diverged"}}}),
+        line(
+            {
+                "type": "summary",
+                "summary": {
+                    "update": {M.SUMMARY_INIT_VAL_RECON: 0.5, M.SUMMARY_TRIVIAL_VAL_RECON: "NaN"}
+                },
+            }
+        ),
         line({"type": "config", "config": {"update": {"extra": 1}}}),
         line({"type": "exit", "exit": {"exit_code": 3}}),
     ]
@@ -103,6 +111,8 @@ def test_history_rows_become_curves_and_nan_strings_numbers(tmp_path):
     assert (
         rec.summary[M.SUMMARY_STATUS] == "diverged" and rec.exit_code == 3 and rec.state == "failed"
     )
+    # The run's own references; one that is not a finite number is no reference.
+    assert rec.init_val_recon == 0.5 and rec.trivial_val_recon is None
 
 
 def test_find_run_files_skips_latest_run_link(tmp_path):
@@ -223,6 +233,9 @@ def sweep_runs() -> list[FakeRun]:
 
 def test_paging_one_query_for_the_whole_sweep():
     runs = [FakeRun(f"r{i:03d}", "good", {"lr": 1e-3}) for i in range(450)]
+    runs[0].summary_metrics.update(
+        {M.SUMMARY_INIT_VAL_RECON: 0.4, M.SUMMARY_TRIVIAL_VAL_RECON: 0.3}
+    )
     api = FakeApi(runs)
     records, handles = wandb_api.read_sweep("ent/proj/sw1", workers=4, api=api, base_s=0.001)
     assert api.queries == [("ent/proj", {"sweep": "sw1"}, 200, False)]
@@ -231,6 +244,8 @@ def test_paging_one_query_for_the_whole_sweep():
     assert rec.sweep_id == "sw1" and rec.config == {"lr": 1e-3} and rec.epochs == EPOCHS
     assert len(rec.train) == 4 * EPOCHS
     assert [r[END_STEP] for r in rec.val] == [4.0 * e for e in range(1, EPOCHS + 1)]
+    assert (rec.init_val_recon, rec.trivial_val_recon) == (0.4, 0.3)
+    assert (records[1].init_val_recon, records[1].trivial_val_recon) == (None, None)
 
 
 def test_rate_limits_are_retried_with_backoff():

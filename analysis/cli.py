@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="report folder (default reports/<sweep id or folder name>)"
     )
     r.add_argument(
+        "--storage",
+        help="local engine's storage URL, for its trial states"
+        " (default $SWEEPER_STORAGE or sqlite:///outputs/sweeps.db, as the sweeper)",
+    )
+    r.add_argument(
         "--tag", action="store_true", help="W&B source: write each verdict to its run as a tag"
     )
     r.add_argument(
@@ -116,6 +121,8 @@ def main(argv: list[str] | None) -> int:
     kind, where, sweep = _resolve(args.source, args.sweep)
     if args.tag and kind != "api":
         raise UserError("--tag writes verdicts to W&B runs: use it with ENTITY/PROJECT/SWEEP_ID")
+    if args.storage and kind == "api":
+        raise UserError("--storage names a local engine's storage: not for a W&B sweep path")
 
     # Imported here so that a bad argument fails fast, before matplotlib and Optuna load.
     from analysis import judge, report
@@ -127,7 +134,15 @@ def main(argv: list[str] | None) -> int:
         from analysis.offline import read_folder
 
         runs, notes = read_folder(Path(where), sweep, args.workers, args.running_window)
-        for note in notes:
+        from analysis import engine
+
+        local, more = engine.read_sweeps(
+            engine.storage_url(args.storage),
+            {r.sweep_id for r in runs if r.sweep_id},
+            explicit=args.storage is not None,
+        )
+        engine.attach(runs, local)
+        for note in notes + more:
             print(f"note: {note}")
         fetch = report.copy_local
     else:

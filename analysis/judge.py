@@ -71,6 +71,8 @@ def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
             "sweep_id": run.sweep_id,
             "state": run.state,
             "exit_code": run.exit_code,
+            "engine_state": run.engine_state,
+            "engine_reason": run.engine_reason,
             "verdict": v.verdict,
             "reasons": v.reasons + run.notes,
             "remedies": remedies(v.verdict, run.config, v.numbers),

@@ -41,6 +41,11 @@ class RunRecord:
     # Where the run came from: the offline folders, or the W&B run path.
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the local engine recorded for the run's latest trial; None for runs it did not start.
+    # engine_state: COMPLETE, PRUNED (stopped by the sweep's early termination), FAIL, RUNNING or
+    # WAITING; engine_reason: why it failed or was lost ("out of memory", "config error", ...).
+    engine_state: str | None = None
+    engine_reason: str | None = None
 
     @property
     def epochs(self) -> int:

@@ -1,0 +1,107 @@
+"""The report shows what the local engine knows: a real local sweep (Optuna storage, Hyperband
+pruner, agent) over a small fake trial program that logs real offline W&B runs.
+
+The program plays four cases, in grid order: a good run; a bad run that keeps going until the
+pruner stops it (SIGTERM, then it ends like the trainer: summary ``status=stopped``, exit 0);
+a run that dies of "out of memory" after two epochs; and a config error before any run exists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, REPO
+from sweep_helpers import create, env, sweeper, write_sweep
+
+CASES = ["good", "bad", "oom", "config"]
+
+PROGRAM = r"""
+import json, os, signal, sys, time
+import wandb
+from contract import metrics as M
+from contract.errors import EXIT_FINISHED
+from contract.runs import append_progress, run_dir
+
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+case = args["case"]
+if case == "config":
+    print("trainer: error: channels=[8, 6]: must be multiples of norm_num_groups=4", file=sys.stderr)
+    sys.exit(2)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+folder = run_dir(args["output_dir"], os.environ["WANDB_RUN_ID"])
+folder.mkdir(parents=True, exist_ok=True)
+run = wandb.init(project="engine", config={"case": case, "lr": float(args["lr"])})
+run.define_metric(M.TRAIN_RECON, step_metric=M.TRAIN_STEP)
+run.define_metric(M.VAL_RECON, step_metric=M.EPOCH)
+best, epoch = float("inf"), 0
+# The bad case runs until it is stopped: the test waits for the pruner, not for time.
+last = {"good": 12, "oom": 2}.get(case, 10**6)
+while epoch < last and not stop:
+    epoch += 1
+    # The oom case is the best while it lasts, so the pruner never stops it first.
+    val = {"good": 0.1 + 0.5 / epoch, "oom": 0.05 + 0.5 / epoch}.get(case, 0.9)
+    for i in range(4):
+        run.log({M.TRAIN_STEP: (epoch - 1) * 4 + i + 1, M.TRAIN_RECON: 0.95 * val})
+    best = min(best, val)
+    run.log({M.EPOCH: epoch, M.VAL_RECON: val, M.VAL_BEST_RECON: best, M.TIME_PER_EPOCH: 0.1})
+    append_progress(folder, {M.EPOCH: epoch, M.VAL_RECON: val})
+    time.sleep(0.05)
+if case == "oom":
+    print("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", file=sys.stderr)
+    run.finish(exit_code=1)
+    sys.exit(1)
+run.summary[M.SUMMARY_STATUS] = M.STATUS_STOPPED if stop else M.STATUS_FINISHED
+run.finish(exit_code=EXIT_FINISHED)
+"""
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("engine")
+    program = tmp / "fake_trial.py"
+    program.write_text(PROGRAM)
+    sweep_file = write_sweep(
+        tmp / "engine.yaml",
+        {
+            "name": "engine-states",
+            "program": str(program),
+            "method": "grid",
+            "metric": {"name": "val/best_recon_loss", "goal": "minimize"},
+            "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+            "parameters": {
+                "case": {"values": CASES},
+                "lr": {"value": 0.001},
+                "output_dir": {"value": str(tmp / "outputs")},
+            },
+        },
+    )
+    sweep_id = create(tmp, sweep_file)
+    agent = sweeper(tmp, "agent", sweep_id, timeout=240)
+    assert agent.returncode == 0, agent.stdout + agent.stderr
+    return tmp, sweep_id
+
+
+def report(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    run_env = {**env(tmp), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [PYTHON, "-m", "analysis", "report", *args],
+        env=run_env, cwd=tmp, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_runs_carry_their_trial_state_and_reason(local_sweep):
+    tmp, sweep_id = local_sweep
+    proc = report(tmp, sweep_id, "--out", "rep")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp / "rep" / "verdicts.json").read_text())
+    by_case = {r["config"]["case"]: r for r in rows}
+    assert set(by_case) == {"good", "bad", "oom"}  # the config error never started a run
+    assert by_case["good"]["engine_state"] == "COMPLETE"
+    assert by_case["bad"]["engine_state"] == "PRUNED"
+    assert by_case["oom"]["engine_state"] == "FAIL"
+    assert by_case["oom"]["engine_reason"] == "out of memory"
+    assert by_case["good"]["engine_reason"] is None

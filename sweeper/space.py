@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import FrozenTrial
 
 from contract import metrics
 
@@ -31,6 +33,8 @@ METHODS = ("grid", "random", "bayes")
 # W&B distributions the local engine maps one-to-one onto Optuna's.
 SUPPORTED = ("constant", "categorical", "uniform", "int_uniform", "log_uniform_values", "q_uniform")
 HYPERBAND_DEFAULT_ETA = 3
+# Bands beyond this many epochs are never reached (W&B's list stops after 100 bands).
+HYPERBAND_MAX_EPOCH = 10**9
 OPTUNA_SCALARS = (type(None), bool, int, float, str)
 
 
@@ -159,29 +163,81 @@ def sampler_for(cfg: dict[str, Any], seed: int | None = None) -> optuna.samplers
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def pruner_for(cfg: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """W&B's hyperband rule is closest to successive halving with min_iter and eta."""
+def pruner_for(
+    cfg: dict[str, Any], counts: Callable[[FrozenTrial], bool] = lambda _t: True
+) -> optuna.pruners.BasePruner:
+    """``early_terminate: hyperband`` as W&B's engine applies it; no pruning otherwise."""
     et = cfg.get("early_terminate") or {}
     if et.get("type") != "hyperband":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=hyperband_min_iter(et),
-        reduction_factor=int(et.get("eta", HYPERBAND_DEFAULT_ETA)),
+    return WandbHyperband(
+        hyperband_bands(et),
+        float(et.get("eta", HYPERBAND_DEFAULT_ETA)),
+        bool(et.get("strict", True)),  # W&B's schema default
+        counts,
     )
 
 
-def hyperband_min_iter(et: dict[str, Any]) -> int:
-    """The first rung, as W&B computes it from ``min_iter`` or from ``max_iter`` and ``s``."""
+def hyperband_bands(et: dict[str, Any]) -> list[int]:
+    """The epochs at which runs are judged, computed as ``sweeps.hyperband_stop_runs`` does:
+    ``min_iter * eta**k``, or ``max_iter / eta**k`` for k = 1..s (stopping below 1)."""
     eta = et.get("eta", HYPERBAND_DEFAULT_ETA)
     if "min_iter" in et:
-        return max(1, int(et["min_iter"]))
+        # W&B lists 100 bands; every epoch a run can reach is below the first few.
+        bands, band = [], et["min_iter"]
+        for _ in range(100):
+            bands.append(int(band))
+            band *= eta
+            if band > HYPERBAND_MAX_EPOCH:
+                break
+        return bands
     band, bands = et["max_iter"], []
-    for _ in range(et.get("s", 0)):
+    for _ in range(int(et.get("s", 0))):
         band /= eta
         if band < 1:
             break
         bands.append(int(band))
-    return max(1, min(bands, default=1))
+    return sorted(bands)
+
+
+class WandbHyperband(optuna.pruners.BasePruner):
+    """W&B's Hyperband stopping rule (``sweeps.hyperband_stop_runs``), one trial at a time.
+
+    A trial's history is its reported values in epoch order (non-finite ones dropped, as W&B
+    drops them). At each band ``b``, the threshold is the value at index ``int(n / eta)`` of the
+    sorted ``history[b - 1]`` of the ``n`` trials of the sweep that reached ``b`` (this one
+    included, whatever their state, except those ``counts`` leaves out). A running trial is judged at the last band it reached: it
+    stops when its value there (``strict``) or its best value so far (not strict) is worse than
+    that threshold. Because thresholds move as other trials report, a trial is judged again at
+    every epoch it reports, as W&B's controller judges running runs at every check.
+    """
+
+    def __init__(
+        self, bands: list[int], eta: float, strict: bool, counts: Callable[[FrozenTrial], bool]
+    ):
+        self.bands, self.eta, self.strict, self.counts = bands, eta, strict, counts
+
+    @staticmethod
+    def history(trial: FrozenTrial, sign: float) -> list[float]:
+        values = (trial.intermediate_values[k] for k in sorted(trial.intermediate_values))
+        return [sign * v for v in values if math.isfinite(v)]
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        mine = self.history(trial, sign)
+        reached = [b for b in self.bands if b <= len(mine)]
+        if not reached:
+            return False
+        band = reached[-1]
+        others = [
+            self.history(t, sign)
+            for t in study.get_trials(deepcopy=False)
+            if t._trial_id != trial._trial_id and self.counts(t)
+        ]
+        at_band = sorted([h[band - 1] for h in others if len(h) >= band] + [mine[band - 1]])
+        threshold = at_band[int(1.0 / self.eta * len(at_band))]  # W&B's own arithmetic
+        value = mine[band - 1] if self.strict else min(mine)
+        return value > threshold
 
 
 def local_problems(cfg: dict[str, Any], source: str) -> list[str]:
@@ -198,6 +254,7 @@ def local_problems(cfg: dict[str, Any], source: str) -> list[str]:
             f"{source}: metric.name: the local engine reads each epoch's "
             f"{', '.join(metrics.LOCAL_SWEEP_METRICS)} from progress.jsonl, not {metric!r}"
         )
+    problems += _unhonoured(cfg, source)
     if method in ("random", "bayes") and not cfg.get("run_cap"):
         problems.append(
             f"{source}: run_cap: the local engine needs a budget for {method} search (e.g. run_cap: 20)"
@@ -213,4 +270,35 @@ def local_problems(cfg: dict[str, Any], source: str) -> list[str]:
         cap = cfg.get("run_cap")
         if not cap and len(space.grid()) > 100_000:
             problems.append(f"{source}: parameters: grid has over 100000 points; set run_cap")
+    return problems
+
+
+# Sweep options W&B's server acts on that the local engine does not: refused, never ignored.
+UNHONOURED = {
+    ("metric", "target"): "ending the sweep when a run reaches a target",
+    ("metric", "impute"): "imputed values for failed runs",
+    ("metric", "impute_while_running"): "imputed values for running runs",
+    ("metrics", None): "multi-objective search",
+    ("scheduler", None): "W&B Launch schedulers",
+    ("job", None): "W&B Launch jobs",
+    ("image_uri", None): "W&B Launch images",
+}
+# Values that mean what the local engine does anyway (W&B's defaults).
+HONOURED_VALUES = {("metric", "impute"): "worst", ("metric", "impute_while_running"): "false"}
+
+
+def _unhonoured(cfg: dict[str, Any], source: str) -> list[str]:
+    problems = []
+    for (key, sub), what in UNHONOURED.items():
+        block = cfg.get(key)
+        if sub is None:
+            present, where, value = key in cfg, key, block
+        else:
+            present = isinstance(block, dict) and sub in block
+            where, value = f"{key}.{sub}", block.get(sub) if present else None
+        if present and HONOURED_VALUES.get((key, sub), object()) != value:
+            problems.append(
+                f"{source}: {where}: the local engine does not do {what} "
+                "(remove it, or run the file on W&B)"
+            )
     return problems

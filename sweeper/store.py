@@ -225,7 +225,9 @@ def load_sweep(store: Store, sweep_id: str) -> Sweep:
         study_name=sweep_id,
         storage=store.storage,
         sampler=space_mod.sampler_for(cfg),
-        pruner=space_mod.pruner_for(cfg),
+        # Hyperband's thresholds ignore trials that never ran as themselves (a lost trial's
+        # epochs come back in its retry).
+        pruner=space_mod.pruner_for(cfg, counts=lambda t: not is_lost(t) and not is_void(t)),
     )
     return Sweep(sweep_id, study, cfg, built)
 

@@ -129,6 +129,8 @@ def _schema(cfg: dict[str, Any], source: str) -> list[str]:
             return [f"{source}: schema: {' '.join(v.split())}" for v in violations]
         try:
             sweeps.next_run(cfg, [])
+            if cfg.get("early_terminate"):
+                sweeps.stop_runs(cfg, [])  # e.g. max_iter and s that leave no band
         except Exception as exc:  # sweeps raises several types for one kind of mistake
             return [f"{source}: sweep: {' '.join(str(exc).split())}"]
     return []

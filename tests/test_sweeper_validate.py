@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO
 from sweep_helpers import sweeper, trivial_sweep
 
-from sweeper.space import build_space, hyperband_min_iter, local_problems
+from sweeper.space import build_space, local_problems
 from sweeper.validate import MAX_COMBINATIONS, validate_file, validate_sweep
 
 CORPUS = sorted((REPO / "tests" / "data" / "sweeps").glob("*.yaml"))
@@ -134,12 +134,6 @@ def test_list_choices_survive_a_storage_round_trip(tmp_path):
     # Importance works on the stored study (lists would break it).
     importances = optuna.importance.get_param_importances(reloaded)
     assert set(importances) <= {"channels", "lr", "num_res_blocks", "kl_weight"}
-
-
-def test_hyperband_first_rung_matches_wandb():
-    assert hyperband_min_iter({"type": "hyperband", "min_iter": 3, "eta": 3}) == 3
-    # W&B: bands from max_iter=27, s=2, eta=3 are 9 and 3: the first rung is 3.
-    assert hyperband_min_iter({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}) == 3
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

@@ -29,10 +29,21 @@ TRAIN_TIME_PER_EPOCH = "train_time_per_epoch"
 VAL_TRIPLET_PREFIX = "val/triplet_step"
 VAL_TRIPLET_PATTERN = re.compile(r"^val/triplet_step(\d{3,})$")
 
-# Per-epoch values the trainer also appends to <output_dir>/runs/<run id>/progress.jsonl; the
-# local engine optimises and prunes on these (VAL_BEST_RECON is their running minimum).
-PROGRESS_KEYS = (EPOCH, VAL_RECON, TRAIN_RECON, TIME_PER_EPOCH, TRAIN_TIME_PER_EPOCH)
-LOCAL_SWEEP_METRICS = (VAL_BEST_RECON, *PROGRESS_KEYS[1:])
+# Every per-epoch value, as the trainer also writes it to <output_dir>/runs/<run id>/progress.jsonl
+# (TRAIN_RECON there is the epoch's mean); the local engine optimises and prunes on these.
+PROGRESS_KEYS = (
+    EPOCH,
+    VAL_RECON,
+    VAL_KL,
+    VAL_BEST_RECON,
+    TRAIN_RECON,
+    TIME_PER_EPOCH,
+    TRAIN_TIME_PER_EPOCH,
+)
+LOCAL_SWEEP_METRICS = (
+    VAL_BEST_RECON,
+    *(k for k in PROGRESS_KEYS if k not in (EPOCH, VAL_BEST_RECON)),
+)
 
 # What sweeps optimise: a plain best-so-far scalar, so the run summary holds the best value.
 SWEEP_METRIC = VAL_BEST_RECON

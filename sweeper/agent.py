@@ -39,7 +39,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from contract import metrics, runs
+from contract import runs
 from contract.config import DEFAULTS
 from contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT
 from sweeper import store as st
@@ -56,24 +56,6 @@ def best(values: list[float], goal: str) -> float | None:
     if not finite:
         return None
     return max(finite) if goal == "maximize" else min(finite)
-
-
-def epoch_values(folder: Path, metric: str, goal: str) -> list[tuple[int, float]]:
-    """``(epoch, metric so far)`` per finished epoch; ``val/best_recon_loss`` is the running best
-    of ``val/recon_loss`` where the file holds only the latter."""
-    out: list[tuple[int, float]] = []
-    seen: list[float] = []
-    for row in runs.read_progress(folder):
-        if metric in row:
-            value = row[metric]
-        elif metric == metrics.VAL_BEST_RECON and metrics.VAL_RECON in row:
-            seen.append(row[metrics.VAL_RECON])
-            value = best(seen, goal)
-        else:
-            continue
-        if isinstance(value, (int, float)):
-            out.append((int(row.get(metrics.EPOCH, len(out) + 1)), float(value)))
-    return out
 
 
 ENVVAR_MACRO = re.compile(r"\$\{envvar\:([A-Z0-9_]*)\}")
@@ -256,7 +238,7 @@ class Agent:
         kill_delay = float(os.environ.get("WANDB_AGENT_KILL_DELAY", 30))
         while True:
             code = child.wait(timeout=POLL_SECONDS)
-            for epoch, value in epoch_values(run_dir, sweep.metric, sweep.goal):
+            for epoch, value in runs.epoch_values(run_dir, sweep.metric, sweep.goal):
                 if epoch in reported:
                     continue
                 reported[epoch] = value

@@ -284,6 +284,8 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
                 {
                     m.EPOCH: epoch,
                     m.VAL_RECON: val_recon,
+                    m.VAL_KL: val_kl,
+                    m.VAL_BEST_RECON: pos.best_val,
                     m.TRAIN_RECON: train_recon,
                     m.TIME_PER_EPOCH: seconds,
                     m.TRAIN_TIME_PER_EPOCH: train_seconds,

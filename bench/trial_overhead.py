@@ -98,6 +98,7 @@ def main() -> None:
         work = Path(tmp)
         started = time.perf_counter()
         server = ForkServer(sys.executable, trial_env(work, "server"), str(work))
+        server.wait_ready()
         server_start = time.perf_counter() - started
         service = subprocess.run(
             [wandb, "beta", "core", "start", "--idle-timeout", "5m"],

@@ -15,8 +15,16 @@ reported to the pruner; a pruned trial gets SIGTERM (then SIGKILL after
 ``WANDB_AGENT_KILL_DELAY`` seconds, 30 by default), as W&B stops runs.
 
 Exit statuses of the trial: 0 = COMPLETE (or PRUNED when the agent stopped it); 3 = FAIL,
-diverged; 2 = FAIL, config error; 75 = preempted: given back and retried; anything else =
-FAIL, crashed (out-of-memory named when the log says so). None of them stops the agent.
+diverged; 2 = FAIL, config error; 75 = preempted: given back and retried (up to the sweep's
+``max_retries``); anything else = FAIL, crashed (out-of-memory named when the log says so).
+None of them stops the agent.
+
+Stopping. SIGTERM or SIGINT stops the agent at any moment: waiting for the claim lock, waiting
+between trials or for the fork server's imports, the wait is cut short; a running trial gets
+SIGTERM (a second signal: SIGKILL at once), then SIGKILL after the kill delay if it is still
+there. Either way its trial is given back at once, for the next agent. A trial that another
+agent took over (its heartbeats looked dead from another host) is stopped the same way when
+its owner notices, at its next heartbeat or report; the owner says so in one line and goes on.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +50,32 @@ from optuna.trial import TrialState
 
 from contract import runs
 from contract.config import DEFAULTS
-from contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT
+from contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT, UserError
 from sweeper import store as st
 from sweeper.forkserver import Child, ForkServer, spawn
 from sweeper.validate import is_trainer_command
 
 POLL_SECONDS = 0.5
 IDLE_SECONDS = 2.0  # between checks while other agents finish the last trials
+KILL_DELAY = 30.0  # seconds from SIGTERM to SIGKILL, as wandb agent's WANDB_AGENT_KILL_DELAY
 REASONS = {EXIT_DIVERGED: "diverged", USER_ERROR_EXIT: "config error"}
+
+
+class Stopped(BaseException):
+    """Raised by the stop signal out of a wait that may be cut short."""
+
+
+def kill_delay() -> float:
+    raw = os.environ.get("WANDB_AGENT_KILL_DELAY")
+    if raw is None:
+        return KILL_DELAY
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise UserError(f"WANDB_AGENT_KILL_DELAY={raw!r}: must be a number of seconds >= 0")
+    return value
 
 
 def best(values: list[float], goal: str) -> float | None:
@@ -141,17 +168,46 @@ class Agent:
     def __init__(self, store: st.Store, sweep: st.Sweep, count: int | None, fork: bool = True):
         self.store, self.sweep, self.count = store, sweep, count
         self.fork = fork and is_trainer_command(sweep.cfg)
+        self.settings = sweep.settings
+        self.kill_delay = kill_delay()
         self.server: ForkServer | None = None
         self.child: Child | None = None
         self.stopping, self.stop_signal = False, 0
         self.cwd = os.getcwd()
+        self._interruptible = False
+        self._term_at: float | None = None  # when the running trial got SIGTERM
+        self._lost: str | None = None  # why the running trial was taken over by another agent
+        self._noted: set[str] = set()
+        store.wait = self.waiting
 
     # --- signals: stop the current trial cleanly, give it back, exit -------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.stopping = True
-        self.stop_signal = signum
+        again = self.stopping
+        self.stopping, self.stop_signal = True, signum
         if self.child is not None:
-            self.child.signal(signal.SIGTERM)
+            self._stop_child(signal.SIGKILL if again else signal.SIGTERM)
+        if self._interruptible:
+            self._interruptible = False
+            raise Stopped
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A wait that the stop signal cuts short (by raising Stopped out of it)."""
+        if self.stopping:
+            raise Stopped
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+    def _stop_child(self, sig: int) -> None:
+        child = self.child
+        if child is None:
+            return
+        if self._term_at is None:
+            self._term_at = time.monotonic()
+        child.signal(sig)
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,14 +215,17 @@ class Agent:
         ran = 0
         try:
             while not self.stopping and (self.count is None or ran < self.count):
-                trial = st.claim(self.sweep, self.store)
+                trial = st.claim(self.sweep, self.store, self._note)
                 if trial is None:
                     if st.sweep_done(self.sweep):
                         break
-                    time.sleep(IDLE_SECONDS)  # others are finishing; their trials may need a retry
+                    with self.waiting():
+                        time.sleep(IDLE_SECONDS)  # others are finishing; theirs may need a retry
                     continue
                 self.run_trial(trial)
                 ran += 1
+        except Stopped:
+            pass
         finally:
             if self.server is not None:
                 self.server.close()
@@ -177,16 +236,35 @@ class Agent:
     def say(self, text: str) -> None:
         print(f"[sweeper {self.sweep.id}] {text}", flush=True)
 
+    def _note(self, text: str) -> None:
+        """What the reaper saw, each line once (it looks again before every claim)."""
+        if text not in self._noted:
+            self._noted.add(text)
+            self.say(text)
+
+    def _give_back(self, trial: optuna.Trial, run_id: str) -> None:
+        st.mark_lost(self.sweep, trial._trial_id, "its agent was stopped", fault=False)
+        self.say(f"trial {trial.number} run {run_id}: given back (agent stopped)")
+
     # --- one trial ----------------------------------------------------------------------------
     def run_trial(self, trial: optuna.Trial) -> None:
         sweep = self.sweep
         frozen = sweep.study._storage.get_trial(trial._trial_id)
-        values = sweep.space.values(frozen.params)
         run_id = frozen.user_attrs.get(st.RUN_ID) or st.new_id()  # a retry resumes its run
-        trial.set_user_attr(st.RUN_ID, run_id)
+        if self.stopping:  # the signal came while claiming
+            self._give_back(trial, run_id)
+            return
+        values = sweep.space.values(frozen.params)
         output_dir = Path(self.cwd, str(values.get("output_dir", DEFAULTS["output_dir"])))
         run_dir = runs.run_dir(output_dir, run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
+        self._term_at, self._lost = None, None
+        try:
+            trial.set_user_attr(st.RUN_ID, run_id)
+            trial.set_user_attr(st.RUN_FOLDER, str(run_dir))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.say(f"trial {trial.number}: taken over by another agent before it started")
+            return
         log = run_dir / runs.TRIAL_LOG
         retry = frozen.user_attrs.get(st.RETRY_OF)
         note = f" (retry of trial {retry})" if retry is not None else ""
@@ -206,9 +284,15 @@ class Agent:
             heart.start()
             try:
                 self.child = self._start(command, env, log)
+                if self.stopping:  # the signal came while it started
+                    self._stop_child(signal.SIGTERM)
                 code, pruned, reported = self._watch(trial, run_dir)
+            except Stopped:
+                self._give_back(trial, run_id)
+                raise
             finally:
                 beat.set()
+                heart.join()
                 self.child = None
         self._finish(trial, run_id, code, pruned, reported, log, time.monotonic() - started)
 
@@ -219,6 +303,8 @@ class Agent:
             try:
                 if self.server is None or not self.server.alive():
                     self.server = ForkServer(interpreter, dict(os.environ), self.cwd)
+                with self.waiting():
+                    self.server.wait_ready()
                 return self.server.start(argv, env, self.cwd, log)
             except (RuntimeError, OSError) as exc:
                 self.say(f"fork server unavailable ({exc}); starting trials as cold processes")
@@ -226,50 +312,86 @@ class Agent:
         return spawn(command, env, self.cwd, log)
 
     def _heartbeat(self, trial_id: int, done: threading.Event) -> None:
-        while not done.wait(st.HEARTBEAT_INTERVAL):
-            with contextlib.suppress(Exception):  # a missed beat is retried next interval
-                self.sweep.study._storage.record_heartbeat(trial_id)
+        """Beat while the trial is ours; once another agent has taken it over, stop its child."""
+        storage = self.sweep.study._storage
+        while not done.wait(self.settings.heartbeat):
+            try:
+                frozen = storage.get_trial(trial_id)
+                if frozen.state != TrialState.RUNNING:
+                    self._taken_over(frozen)
+                    return
+                storage.record_heartbeat(trial_id)
+            except Exception:  # the database did not answer: the next beat tries again
+                continue
+
+    def _taken_over(self, frozen: optuna.trial.FrozenTrial) -> None:
+        if self._lost is None:
+            self._lost = str(
+                frozen.user_attrs.get(st.LOST) or frozen.user_attrs.get(st.GAVE_UP) or "ended"
+            )
+            self._stop_child(signal.SIGTERM)
 
     def _watch(self, trial: optuna.Trial, run_dir: Path) -> tuple[int, bool, list[float]]:
         """Feed the pruner each new epoch until the process ends; SIGTERM it when pruned."""
         sweep, child = self.sweep, self.child
         reported: dict[int, float] = {}
-        pruned, term_at = False, None
-        kill_delay = float(os.environ.get("WANDB_AGENT_KILL_DELAY", 30))
+        pruned, killed = False, False
         while True:
             code = child.wait(timeout=POLL_SECONDS)
             for epoch, value in runs.epoch_values(run_dir, sweep.metric, sweep.goal):
                 if epoch in reported:
                     continue
                 reported[epoch] = value
-                if self.stopping:
+                if self.stopping or self._lost is not None:
                     continue
                 # Epochs finished after the SIGTERM are still recorded, so a pruned trial's
                 # value is its best, as W&B's summary of the stopped run would show.
-                trial.report(value, step=epoch)
-                if not pruned and trial.should_prune():
-                    pruned, term_at = True, time.monotonic()
+                try:
+                    trial.report(value, step=epoch)
+                    prune = not pruned and trial.should_prune()
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self._taken_over(sweep.study._storage.get_trial(trial._trial_id))
+                    continue
+                if prune:
+                    pruned = True
                     self.say(
                         f"trial {trial.number}: pruned at epoch {epoch}, stopping it (SIGTERM)"
                     )
-                    child.signal(signal.SIGTERM)
+                    self._stop_child(signal.SIGTERM)
             if code is not None:
                 return code, pruned, list(reported.values())
-            if term_at is not None and time.monotonic() - term_at > kill_delay:
+            overdue = (
+                self._term_at is not None and time.monotonic() - self._term_at > self.kill_delay
+            )
+            if overdue and not killed:
+                killed = True
+                self.say(
+                    f"trial {trial.number}: still running {self.kill_delay:g} s after SIGTERM, "
+                    "killing it (SIGKILL)"
+                )
                 child.signal(signal.SIGKILL)
 
     def _finish(self, trial, run_id, code, pruned, reported, log, seconds) -> None:
         sweep = self.sweep
         value = best(reported, sweep.goal)
         state, reason = TrialState.COMPLETE, None
+        if self._lost is not None:
+            self.say(
+                f"trial {trial.number} run {run_id}: taken over by another agent "
+                f"({self._lost}); stopped its process (exit {code}), going on"
+            )
+            return
         if self.stopping and not pruned:
             # Interrupted by the user: give the trial back, the next agent runs it again.
-            st.mark_lost(sweep, trial._trial_id, "its agent was stopped")
-            self.say(f"trial {trial.number} run {run_id}: given back (agent stopped)")
+            self._give_back(trial, run_id)
             return
         if code == EXIT_PREEMPTED:
-            st.mark_lost(sweep, trial._trial_id, "preempted")
-            self.say(f"trial {trial.number} run {run_id}: preempted, it will be retried")
+            st.mark_lost(sweep, trial._trial_id, "preempted (exit 75)")
+            ended = sweep.study._storage.get_trial(trial._trial_id)
+            if st.is_gave_up(ended):
+                self.say(f"trial {trial.number} run {run_id}: FAIL, {ended.user_attrs[st.REASON]}")
+            else:
+                self.say(f"trial {trial.number} run {run_id}: preempted, it will be retried")
             return
         if pruned:
             state = TrialState.PRUNED

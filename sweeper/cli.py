@@ -2,6 +2,7 @@
 
   validate FILE...                     check sweep files (exit 2 and one line per problem)
   create FILE [--name N] [--storage U] create (or reopen, by --name) a local sweep; prints its id
+         [--max-retries N] [--heartbeat S] [--grace S]   how its agents handle faults
   agent ID [--count N] [--storage U]   run trials until the sweep's budget is spent
   status ID [--storage U]              trials by state, and the best so far
 
@@ -16,6 +17,12 @@ import sys
 from pathlib import Path
 
 from contract.errors import UserError
+
+
+def store_defaults(name: str) -> float:
+    from sweeper import store
+
+    return getattr(store, name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", help="create a local sweep and print its id")
     create.add_argument("file", metavar="FILE")
     create.add_argument("--name", help="reopen the sweep of this name if its file is unchanged")
+    create.add_argument(
+        "--max-retries",
+        type=int,
+        default=store_defaults("MAX_RETRIES"),
+        metavar="N",
+        help="retries of a trial that was lost (its agent died) or preempted (exit 75); the "
+        "next fault ends it as FAIL (default %(default)s)",
+    )
+    create.add_argument(
+        "--heartbeat",
+        type=float,
+        default=store_defaults("HEARTBEAT_INTERVAL"),
+        metavar="SECONDS",
+        help="seconds between an agent's heartbeats for its trial (default %(default)g)",
+    )
+    create.add_argument(
+        "--grace",
+        type=float,
+        default=store_defaults("GRACE_PERIOD"),
+        metavar="SECONDS",
+        help="agents on other hosts take over a trial whose heartbeat is older than this "
+        "(default %(default)g); on the owner's host a live owner always keeps its trial",
+    )
     agent = sub.add_parser("agent", help="run trials of a local sweep")
     agent.add_argument("sweep_id", metavar="ID")
     agent.add_argument("--count", type=int, help="stop after this many trials")
@@ -58,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return _validate(args.files, args.local)
     if args.command == "create":
-        return _create(args.file, args.name, args.storage)
+        from sweeper.store import Settings
+
+        settings = Settings(args.heartbeat, args.grace, args.max_retries).check()
+        return _create(args.file, args.name, args.storage, settings)
     if args.command == "agent":
         return _agent(args.sweep_id, args.count, args.storage, not args.no_fork_server)
     return _status(args.sweep_id, args.storage)
@@ -84,7 +117,7 @@ def _validate(files: list[str], local: bool) -> int:
     return 2 if failed else 0
 
 
-def _create(path: str, name: str | None, storage: str | None) -> int:
+def _create(path: str, name: str | None, storage: str | None, settings) -> int:
     from sweeper.space import local_problems
     from sweeper.store import create_sweep, open_store
     from sweeper.validate import load_file, validate_sweep
@@ -97,7 +130,7 @@ def _create(path: str, name: str | None, storage: str | None) -> int:
             print(line, file=sys.stderr)
         raise UserError(problems[-1])
     store = open_store(storage)
-    print(create_sweep(store, Path(path).read_text(), cfg, path, name))
+    print(create_sweep(store, Path(path).read_text(), cfg, path, name, settings))
     return 0
 
 
@@ -124,9 +157,11 @@ def _status(sweep_id: str, storage: str | None) -> int:
     states = "  ".join(f"{s.name} {len(t.by_state(s))}" for s in TrialState)
     retries = sum(1 for x in t.trials if "retry_of" in x.user_attrs)
     print(f"sweep {sweep.id} ({sweep.name}) in {store.url}")
+    engine = sweep.settings
     print(
         f"method {sweep.cfg.get('method')}, budget {sweep.budget}, "
-        f"metric {sweep.metric} ({sweep.goal})"
+        f"metric {sweep.metric} ({sweep.goal}); max_retries {engine.max_retries}, "
+        f"heartbeat {engine.heartbeat:g} s, grace {engine.grace:g} s"
     )
     print(f"trials: {states}  (retries {retries}, counted {len(t.counted)})")
     print("finished" if sweep_done(sweep) else "not finished")

@@ -167,9 +167,16 @@ class ForkServer:
             preexec_fn=die_with_parent,
         )
         self._buffer = b""
-        ready = self._read(timeout=300)
-        if not ready or not ready.get("ready"):
+        self.ready = False
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Wait for the server's imports (seconds); a trial's start waits for it anyway."""
+        if self.ready:
+            return
+        reply = self._read(timeout)
+        if not reply or not reply.get("ready"):
             raise RuntimeError("the fork server did not start (see the agent's log)")
+        self.ready = True
 
     def _read(self, timeout: float | None) -> dict | None:
         fd = self.proc.stdout.fileno()
@@ -186,6 +193,7 @@ class ForkServer:
         return json.loads(line)
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str, log: Path) -> Child:
+        self.wait_ready()
         request = {"argv": argv, "env": env, "cwd": cwd, "log": str(log)}
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
@@ -202,6 +210,11 @@ class ForkServer:
         return self.proc.poll() is None
 
     def close(self) -> None:
+        if self.proc.poll() is None and not self.ready:
+            # Still importing, no trial to wait for: waiting for the imports to end would
+            # delay a stop by seconds.
+            self.proc.kill()
+            self.proc.wait()
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:

@@ -15,12 +15,22 @@ of agents that died on *other* machines. Its two weak points on SQLite are cover
   (``SELECT ... FOR UPDATE``); there the lock is not needed.
 * "database is locked" under many writers: a 60 s busy timeout and WAL journaling.
 
-Dead agents. Each RUNNING trial records its owner (``host:pid:start-time``) and a heartbeat.
-An agent on the same host sees at once that the owner process is gone (the start time guards
-against PID reuse); agents elsewhere see the heartbeat go stale after ``GRACE_PERIOD``. A
-trial found dead is *lost*: marked FAIL without an ``exit_code``, then re-enqueued once with
-the same parameters (``retry_of`` = its number) and the same run id, so the trainer resumes
-from its checkpoint.
+Dead agents. Each RUNNING trial records its owner (``host:pid:start-time``) and a heartbeat
+(every ``heartbeat`` seconds). On the owner's host, liveness is the process itself: an owner
+whose pid still runs with the same start time (the start time guards against PID reuse) keeps
+its trial whatever its heartbeat says, so an agent that was only paused (Ctrl-Z, SIGSTOP, a
+saturated disk) is never robbed while its trial's process still trains. The start time comes
+from ``/proc``, or from ``ps`` where there is no ``/proc``; where neither answers, heartbeats
+decide. Agents on other hosts see only the heartbeat: older than ``grace`` seconds, the trial
+is taken over. Its owner, if it was alive after all, notices at its next heartbeat or report
+and stops its trial's process. A trial found dead is *lost*: marked FAIL without an
+``exit_code``, then re-enqueued once with the same parameters (``retry_of`` = its number) and
+the same run id, so the trainer resumes from its checkpoint.
+
+Bounded faults. A slot is retried after at most ``max_retries`` faults (lost or preempted
+trials; a trial given back by an agent that was told to stop is not a fault of the trial). The
+next fault ends the slot: FAIL, counted, with a ``reason`` that says so. ``heartbeat``,
+``grace`` and ``max_retries`` belong to the sweep (set by ``create``), so every agent agrees.
 
 Accounting, the same on every storage. The budget (``run_cap``, or the grid's points) counts
 *slots*: the original trials. A lost trial hands its slot to its retry, so each slot ends in
@@ -37,13 +47,15 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import string
+import subprocess
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,8 +68,10 @@ from contract.errors import UserError
 from sweeper import space as space_mod
 
 DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"
-HEARTBEAT_INTERVAL = 10  # seconds between an agent's heartbeats for its running trial
-GRACE_PERIOD = 60  # a trial whose heartbeat is older than this belongs to a dead agent
+# Each sweep's engine settings, fixed when it is created (``python -m sweeper create``).
+HEARTBEAT_INTERVAL = 10.0  # seconds between an agent's heartbeats for its running trial
+GRACE_PERIOD = 60.0  # seen from another host, an older heartbeat means a dead agent
+MAX_RETRIES = 3  # retries of one slot after a lost or preempted trial; the next fault ends it
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8  # like W&B's sweep and run ids
 
@@ -70,6 +84,11 @@ EXIT_CODE = "exit_code"
 REASON = "reason"
 LOST = "lost"
 VOID = "void"
+FAULTS = "faults"  # faults (lost or preempted trials) of the slot before this trial
+GIVEN_BACK = "given_back"  # lost because its agent was stopped: not a fault of the trial
+GAVE_UP = "gave_up"  # the slot's last fault, after max_retries retries: counted as FAIL
+RUN_FOLDER = "run_folder"  # absolute path of the trial's run folder, seen from its owner
+ENGINE = "engine"  # study attr: the sweep's heartbeat, grace and max_retries
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats are "experimental" and "meant for Study.optimize": we drive them ourselves, on purpose.
@@ -87,6 +106,8 @@ class Store:
     url: str
     storage: optuna.storages.RDBStorage
     lock_path: Path | None  # set for SQLite, where claims need a file lock
+    # Wraps the wait for the claim lock: an agent's stop signal may cut it short.
+    wait: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     @contextlib.contextmanager
     def claim_lock(self) -> Iterator[None]:
@@ -94,7 +115,8 @@ class Store:
             yield
             return
         with open(self.lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            with self.wait():
+                fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -108,6 +130,60 @@ def sqlite_path(url: str) -> Path | None:
     if not path or path == ":memory:":
         raise UserError(f"storage {url!r}: an in-memory database cannot be shared by agents")
     return Path(path)
+
+
+# The database drivers SQLAlchemy loads for each URL scheme, and the package that provides each.
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "pymysql",
+    "mysqldb": "mysqlclient",
+}
+EXTRAS = {"psycopg": "postgres", "pymysql": "mysql"}  # drivers this project's extras install
+OTHER_SCHEMES = {
+    "psycopg": ("postgresql+psycopg2://", "psycopg2"),
+    "psycopg2": ("postgresql://", "psycopg 3"),
+    "mysqldb": ("mysql+pymysql://", "pymysql"),
+}
+CONNECT_TIMEOUT = 10  # seconds to reach a database server before giving up with one line
+
+
+def _shown(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    import sqlalchemy.engine
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: shown as given, there is no password to find in it
+        return url
+
+
+def _driver_problem(url: str) -> str | None:
+    """One line naming the driver a URL needs and how to install it, when it is missing."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return "not a database URL (expected e.g. sqlite:///outputs/sweeps.db or postgresql://USER:PASS@HOST/DB)"
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        return f"unknown database scheme {parsed.drivername!r} (use sqlite:///, postgresql:// or mysql+pymysql://)"
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        driver = dialect.driver
+        package = DRIVER_PACKAGES.get(driver, driver)
+        fix = f"pip install '{package}'"
+        extra = EXTRAS.get(driver)
+        if extra:
+            fix += f" (in this project: pip install -e '.[{extra}]')"
+        other = OTHER_SCHEMES.get(driver)
+        also = f"; with {other[1]} installed instead, write {other[0]}..." if other else ""
+        return f"{parsed.drivername}:// needs the {driver} driver, not installed: {fix}{also}"
+    return None
 
 
 def open_store(url: str | None) -> Store:
@@ -124,22 +200,31 @@ def open_store(url: str | None) -> Store:
         except sqlite3.Error as exc:
             raise UserError(f"storage {url!r}: cannot open the SQLite file ({exc})") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        problem = _driver_problem(url)
+        if problem:
+            raise UserError(f"storage {_shown(url)!r}: {problem}")
+        if url.startswith(("postgresql", "mysql")):
+            engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     try:
         storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
+            heartbeat_interval=int(HEARTBEAT_INTERVAL),
+            grace_period=int(GRACE_PERIOD),
         )
-    except ImportError as exc:
-        extra = "postgres" if "postgres" in url else "mysql" if "mysql" in url else None
-        hint = f": pip install 'vae-sweeps[{extra}]'" if extra else ""
-        raise UserError(f"storage {url!r}: missing database driver ({exc.name}){hint}") from None
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"storage {url!r}: cannot open it ({first})") from None
+        first = _first_line(exc)
+        raise UserError(f"storage {_shown(url)!r}: cannot open it ({first})") from None
     lock = Path(f"{db}.lock") if db is not None else None
     return Store(url, storage, lock)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message, without SQLAlchemy's wrapping and background links."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(inner).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(inner).__name__
 
 
 # --- sweeps -------------------------------------------------------------------------------------
@@ -174,11 +259,42 @@ class Sweep:
             return int(self.study.user_attrs.get("grid_points", 0))
         return int(self.cfg["run_cap"])
 
+    @property
+    def settings(self) -> Settings:
+        return Settings(**self.study.user_attrs.get(ENGINE, {}))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the agents of one sweep watch each other; every agent reads them from the sweep."""
+
+    heartbeat: float = HEARTBEAT_INTERVAL
+    grace: float = GRACE_PERIOD
+    max_retries: int = MAX_RETRIES
+
+    def check(self) -> Settings:
+        if not self.heartbeat > 0:
+            raise UserError(f"--heartbeat={self.heartbeat}: must be > 0 seconds")
+        if not self.grace >= 2 * self.heartbeat:
+            raise UserError(
+                f"--grace={self.grace}: must be at least twice the heartbeat "
+                f"({self.heartbeat} s), or live agents look dead to other hosts"
+            )
+        if self.max_retries < 0:
+            raise UserError(f"--max-retries={self.max_retries}: must be >= 0")
+        return self
+
 
 def create_sweep(
-    store: Store, text: str, cfg: dict[str, Any], source: str, name: str | None
+    store: Store,
+    text: str,
+    cfg: dict[str, Any],
+    source: str,
+    name: str | None,
+    settings: Settings | None = None,
 ) -> str:
-    """A new sweep, or the existing one called ``name`` if its file is the same."""
+    """A new sweep, or the existing one called ``name`` if its file is the same (its settings
+    stay those it was created with)."""
     if name:
         for summary in store.storage.get_all_studies():
             if summary.user_attrs.get("name") != name:
@@ -195,6 +311,7 @@ def create_sweep(
     study.set_user_attr("name", name or cfg.get("name") or sweep_id)
     study.set_user_attr("source", source)
     study.set_user_attr("created", datetime.now().isoformat(timespec="seconds"))
+    study.set_user_attr(ENGINE, asdict(settings or Settings()))
     space, _ = space_mod.build_space(cfg.get("parameters") or {}, source)
     if cfg.get("method") == "grid":
         points = space.grid()[: cfg.get("run_cap") or None]
@@ -229,29 +346,55 @@ def load_sweep(store: Store, sweep_id: str) -> Sweep:
         # epochs come back in its retry).
         pruner=space_mod.pruner_for(cfg, counts=lambda t: not is_lost(t) and not is_void(t)),
     )
-    return Sweep(sweep_id, study, cfg, built)
+    sweep = Sweep(sweep_id, study, cfg, built)
+    # The storage finds stale heartbeats with the sweep's own grace period.
+    store.storage.heartbeat_interval = sweep.settings.heartbeat
+    store.storage.grace_period = sweep.settings.grace
+    return sweep
 
 
 # --- owners -------------------------------------------------------------------------------------
+PROC = Path("/proc")
+UNKNOWN = "?"  # a start time no one can read: heartbeats decide
+
+
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot; None when it does not exist."""
+    """A stamp of the process's start (guards against PID reuse); None when no such process
+    runs, ``UNKNOWN`` when this system cannot tell."""
+    if (PROC / "self" / "stat").exists():
+        try:
+            stat = (PROC / str(pid) / "stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else fields[19]  # a zombie has ended
+    ps = shutil.which("ps")  # macOS and the BSDs have no /proc
+    if ps is None:
+        return UNKNOWN
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        done = subprocess.run(
+            [ps, "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return UNKNOWN
+    line = done.stdout.strip()
+    if not line or line.startswith("Z"):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return "".join(ch for ch in line.split(None, 1)[-1] if ch.isalnum())
 
 
 def my_owner_tag() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid()) or 0}"
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid()) or UNKNOWN}"
 
 
-def owner_is_dead(tag: str) -> bool | None:
-    """True/False for an owner on this host; None when it runs elsewhere (use heartbeats)."""
+def owner_alive(tag: str) -> bool | None:
+    """True/False for an owner on this host; None when it runs elsewhere or this host cannot
+    tell (then only heartbeats can)."""
     host, pid, started = tag.rsplit(":", 2)
-    if host != socket.gethostname():
+    if host != socket.gethostname() or started == UNKNOWN:
         return None
-    return _start_time(int(pid)) != started
+    now = _start_time(int(pid))
+    return None if now == UNKNOWN else now == started
 
 
 # --- accounting -----------------------------------------------------------------------------------
@@ -259,17 +402,33 @@ def is_void(t: FrozenTrial) -> bool:
     return bool(t.user_attrs.get(VOID))
 
 
+def is_gave_up(t: FrozenTrial) -> bool:
+    return t.state == TrialState.FAIL and GAVE_UP in t.user_attrs and not is_void(t)
+
+
 def is_lost(t: FrozenTrial) -> bool:
     """Ended without the agent recording how: its agent died or gave the trial back."""
-    return t.state == TrialState.FAIL and EXIT_CODE not in t.user_attrs and not is_void(t)
+    return (
+        t.state == TrialState.FAIL
+        and EXIT_CODE not in t.user_attrs
+        and not is_void(t)
+        and not is_gave_up(t)
+    )
 
 
 def is_counted(t: FrozenTrial) -> bool:
     if is_void(t):
         return False
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        t.state == TrialState.FAIL and EXIT_CODE in t.user_attrs
+    return (
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and EXIT_CODE in t.user_attrs)
+        or is_gave_up(t)
     )
+
+
+def faults_after(t: FrozenTrial) -> int:
+    """The slot's faults once this lost trial is counted in."""
+    return int(t.user_attrs.get(FAULTS, 0)) + (0 if t.user_attrs.get(GIVEN_BACK) else 1)
 
 
 def is_original(t: FrozenTrial) -> bool:
@@ -312,44 +471,75 @@ def sweep_done(sweep: Sweep) -> bool:
     return len(t.originals) >= sweep.budget and not active and not t.unretried
 
 
-def _fail_with(sweep: Sweep, trial_id: int, attr: str, reason: str) -> None:
-    """Mark a trial FAIL with ``attr`` (LOST or VOID) saying why."""
+def _fail_with(sweep: Sweep, trial_id: int, attrs: dict[str, Any]) -> bool:
+    """Mark a trial FAIL with ``attrs`` saying why; False if someone else ended it first."""
     storage = sweep.study._storage
     try:
-        storage.set_trial_user_attr(trial_id, attr, reason)
-        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
-        pass  # someone else finished or failed it first
+        return False
 
 
-def mark_lost(sweep: Sweep, trial_id: int, reason: str) -> None:
-    _fail_with(sweep, trial_id, LOST, reason)
+def mark_lost(sweep: Sweep, trial_id: int, reason: str, fault: bool = True) -> bool:
+    """The trial ended without a result: retried, unless it was its slot's last allowed fault
+    (then it ends the slot as a counted FAIL). ``fault=False``: given back by a stopped agent,
+    which costs the slot nothing. False if someone else ended the trial first."""
+    trial = sweep.study._storage.get_trial(trial_id)
+    faults = int(trial.user_attrs.get(FAULTS, 0)) + (1 if fault else 0)
+    limit = sweep.settings.max_retries
+    if faults > limit:
+        why = f"{reason}; {faults} faults, no retry left (max_retries={limit})"
+        return _fail_with(sweep, trial_id, {GAVE_UP: reason, REASON: why})
+    attrs: dict[str, Any] = {LOST: reason}
+    if not fault:
+        attrs[GIVEN_BACK] = True
+    return _fail_with(sweep, trial_id, attrs)
 
 
 def void(sweep: Sweep, trial_id: int, reason: str) -> None:
-    _fail_with(sweep, trial_id, VOID, reason)
+    _fail_with(sweep, trial_id, {VOID: reason})
 
 
-def reap(sweep: Sweep, store: Store) -> None:
-    """Find trials of dead agents, mark them lost and give each lost trial one retry."""
-    optuna.storages.fail_stale_trials(sweep.study)  # heartbeats: agents on other hosts
+def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None) -> None:
+    """Find trials of dead agents, mark them lost and give each lost trial one retry.
+
+    An owner this host can see alive keeps its trial, however old its heartbeat: the
+    heartbeat only speaks for owners elsewhere (or where this host cannot tell)."""
+    storage = sweep.study._storage
+    stale = set(storage._get_stale_trial_ids(sweep.study._study_id))
     now = time.time()
     serialised = store.lock_path is not None
+    grace = sweep.settings.grace
     for t in tally(sweep).by_state(TrialState.RUNNING):
         owner = t.user_attrs.get(OWNER)
         if owner is None:
             # Owners are recorded right after ask, under the claim lock: without the lock an
             # ownerless trial may still be in its first seconds.
             started = t.datetime_start.timestamp() if t.datetime_start else now
-            if serialised or now - started > GRACE_PERIOD:
+            if serialised or now - started > grace:
                 mark_lost(sweep, t._trial_id, "agent died while claiming it")
-        elif owner_is_dead(owner):
-            mark_lost(sweep, t._trial_id, f"agent {owner} is gone")
+            continue
+        alive = owner_alive(owner)
+        if alive is False:
+            reason = f"agent {owner} is gone"
+        elif alive is None and t._trial_id in stale:
+            reason = f"no heartbeat from agent {owner} for over {grace:g} s"
+        else:
+            if alive and t._trial_id in stale:
+                say(
+                    f"trial {t.number}: no heartbeat for over {grace:g} s, but its agent "
+                    f"{owner} still runs on this host: left to it"
+                )
+            continue
+        if mark_lost(sweep, t._trial_id, reason):
+            say(f"trial {t.number} run {t.user_attrs.get(RUN_ID, '-')}: lost ({reason})")
     t = tally(sweep)
     for lost in t.unretried:
         # The same run id, as W&B requeues a run: the trainer resumes from its checkpoint and
         # the analysis joins the two pieces into one run.
-        retry_attrs = {RETRY_OF: lost.number}
+        retry_attrs = {RETRY_OF: lost.number, FAULTS: faults_after(lost)}
         if lost.user_attrs.get(RUN_ID):
             retry_attrs[RUN_ID] = lost.user_attrs[RUN_ID]
         sweep.study.enqueue_trial(lost.params, user_attrs=retry_attrs, skip_if_exists=False)
@@ -364,10 +554,12 @@ def reap(sweep: Sweep, store: Store) -> None:
         seen.add(of)
 
 
-def claim(sweep: Sweep, store: Store) -> optuna.Trial | None:
+def claim(
+    sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
+) -> optuna.Trial | None:
     """The next trial for this agent (a retry or grid point first), or None if none is due."""
     with store.claim_lock():
-        reap(sweep, store)
+        reap(sweep, store, say)
         t = tally(sweep)
         waiting = t.by_state(TrialState.WAITING)
         fresh_allowed = not sweep.grid and len(t.originals) < sweep.budget

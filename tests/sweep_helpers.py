@@ -14,15 +14,27 @@ from conftest import REPO, offline_env
 
 # A program the local engine can sweep like the trainer: it reads --key=value arguments,
 # appends one line per start to a ledger, writes progress.jsonl under
-# <output_dir>/runs/$WANDB_RUN_ID/ once per "epoch", and exits with --exit_code.
+# <output_dir>/runs/$WANDB_RUN_ID/ once per "epoch", and exits with --exit_code. Each process
+# holds a lock named by its run id for its whole life: a second process alive at once for the
+# same run id finds it taken and says so in its ledger line ("overlap"). --hold=PATH: wait
+# before exiting while PATH exists; --ignore_term=True: ignore SIGTERM.
 TRIVIAL = r"""
-import json, os, sys, time
+import fcntl, json, os, signal, sys, time
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
-out = os.path.join(args.get("output_dir", "outputs"), "runs", os.environ["WANDB_RUN_ID"])
+if args.get("ignore_term") == "True":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+run_id = os.environ["WANDB_RUN_ID"]
+out = os.path.join(args.get("output_dir", "outputs"), "runs", run_id)
 os.makedirs(out, exist_ok=True)
+guard = open(args["ledger"] + "." + run_id + ".lock", "w")
+try:
+    fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    overlap = False
+except BlockingIOError:
+    overlap = True
 with open(args["ledger"], "a") as f:
     f.write(json.dumps({
-        "run_id": os.environ["WANDB_RUN_ID"],
+        "run_id": run_id,
         "sweep_id": os.environ["WANDB_SWEEP_ID"],
         "group": os.environ.get("WANDB_RUN_GROUP"),
         "mode": os.environ.get("WANDB_MODE"),
@@ -30,12 +42,15 @@ with open(args["ledger"], "a") as f:
         "params": open(os.environ["WANDB_SWEEP_PARAM_PATH"]).read(),
         "x": float(args["x"]),
         "pid": os.getpid(),
+        "overlap": overlap,
     }) + "\n")
 x = float(args["x"])
 for epoch in range(1, int(args.get("epochs", 3)) + 1):
     time.sleep(float(args.get("sleep", 0.1)))
     with open(os.path.join(out, "progress.jsonl"), "a") as f:
         f.write(json.dumps({"epoch": epoch, "val/recon_loss": x / epoch}) + "\n")
+while os.path.exists(args.get("hold", "")):
+    time.sleep(0.05)
 sys.exit(int(args.get("exit_code", 0)))
 """
 
@@ -85,21 +100,33 @@ def sweeper(tmp_path: Path, *args: str, timeout: float = 120, **kw: Any):
     )
 
 
-def create(tmp_path: Path, file: Path) -> str:
-    done = sweeper(tmp_path, "create", str(file))
+def create(tmp_path: Path, file: Path, *args: str) -> str:
+    done = sweeper(tmp_path, "create", str(file), *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-def start_agent(tmp_path: Path, sweep_id: str, log: Path, *args: str) -> subprocess.Popen:
+def start_agent(
+    tmp_path: Path, sweep_id: str, log: Path, *args: str, host: str | None = None, **extra: str
+) -> subprocess.Popen:
+    """An agent; with ``host``, on a simulated host of that name (its own UTS namespace: root
+    only), so only heartbeats tell the other agents whether it is alive."""
+    command = [sys.executable, "-m", "sweeper", "agent", sweep_id, *args]
+    if host is not None:
+        # exec keeps the pid: signals sent to the Popen reach the agent itself.
+        command = ["unshare", "-u", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *command]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "sweeper", "agent", sweep_id, *args],
+            command,
             cwd=tmp_path,
-            env=env(tmp_path),
+            env=env(tmp_path, **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def wait_for_line(log: Path, text: str, timeout: float) -> None:
+    wait_for(lambda: log.exists() and text in log.read_text(), timeout, f"{text!r} in {log.name}")
 
 
 def trials(tmp_path: Path, sweep_id: str):
@@ -158,6 +185,18 @@ def read_ledger(tmp_path: Path) -> list[dict]:
 
     path = tmp_path / "ledger.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def assert_one_process_per_run(tmp_path: Path) -> None:
+    """No trial process ever started while another one of the same run id was alive."""
+    twice = [row["run_id"] for row in read_ledger(tmp_path) if row["overlap"]]
+    assert not twice, f"run ids alive in two processes at once: {twice}"
+
+
+def assert_no_traceback(*logs: Path) -> None:
+    for log in logs:
+        text = log.read_text()
+        assert "Traceback" not in text, f"{log.name}:\n{text}"
 
 
 RUN_AGENT = REPO / "run_agent.sh"

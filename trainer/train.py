@@ -4,10 +4,12 @@ Importing this module loads torch, MONAI and wandb but initialises no CUDA, inst
 signal handler and starts no run, so a fork server can import it once and call
 ``trainer.cli.main(argv)`` in each forked child.
 
-Stages: resolve device -> load data and optional perceptual loss (bad input fails here,
-before W&B starts) -> ``wandb.init`` (a sweep's values in ``run.config`` win; checked again)
--> restore a checkpoint of this run id if there is one -> epochs of (steps, validation,
-epoch row, checkpoint) -> summary and exit status.
+Stages: ``prepare`` (device, data, optional perceptual loss: bad input fails here, before
+W&B starts) -> ``wandb.init`` (a sweep's values in ``run.config`` win; checked again) ->
+``setup`` (model, optimizer, the checkpoint of this run id if there is one) -> for each epoch:
+``start_epoch``, ``train_step`` per batch, then ``end_epoch`` (validation, epoch row,
+checkpoint, progress row), or ``interrupt`` (a mid-epoch checkpoint) on a signal -> ``finish``
+(summary and exit status). The stages share one ``State``; none is passed to another.
 """
 
 from __future__ import annotations
@@ -143,7 +145,67 @@ def run(cfg: Config) -> int:
     return code
 
 
+@dataclass
+class State:
+    """One run while it trains: built by ``setup``, advanced by the stages below."""
+
+    cfg: Config
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    perceptual: torch.nn.Module | None
+    run: wandb.Run
+    signals: Signals
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, or its torch.compile wrapper: what the steps call
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    folder: Path
+    pos: checkpoint.Position
+    rows: logger.StepRows
+    train_x: torch.Tensor
+    val_x: torch.Tensor
+    n_steps: int
+    # Online, a resumed run's summary holds the last train/step and epoch the server has; a
+    # restart from an older checkpoint (after a hard kill) then re-trains those steps without
+    # logging them again. Offline runs resume empty: the analysis keeps the later row.
+    logged_step: int
+    logged_epoch: int
+    tty: bool
+    # The epoch in progress.
+    epoch: int = 0
+    started: float = 0.0  # perf_counter at its start, less the time a resumed part already took
+    epoch_recon: float = 0.0  # sum of train/recon_loss over its flushed steps
+    bar: tqdm | None = None
+
+
 def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
+    """Setup, then epochs of (steps, end of epoch), then the summary: returns the exit status."""
+    s = setup(p, run, signals, tty)
+    for epoch in range(s.pos.epoch + 1, s.cfg.max_epochs + 1):
+        start_epoch(s, epoch)
+        for i, batch in enumerate(
+            datasets.train_batches(s.train_x, s.cfg, epoch, s.pos.batch), start=s.pos.batch
+        ):
+            if signals.pending:
+                break
+            if not train_step(s, i, batch):
+                return diverged(s)
+        if signals.pending:
+            if not interrupt(s):
+                return diverged(s)
+            break
+        if not end_epoch(s):
+            return diverged(s)
+    if signals.preempt:
+        run.mark_preempting()
+        finish(s, m.STATUS_PREEMPTED)
+        return EXIT_PREEMPTED
+    finish(s, m.STATUS_STOPPED if signals.stop else m.STATUS_FINISHED)
+    return EXIT_FINISHED
+
+
+def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
+    """Model, optimizer and data on the device; the run's checkpoint restored if there is one."""
     cfg, device = p.cfg, p.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
@@ -154,41 +216,34 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
     pos = checkpoint.Position()
     if (folder / runs.LATEST).exists():
         pos = checkpoint.load(folder / runs.LATEST, model, optimizer, scaler, cfg.to_dict())
-    # Online, a resumed run's summary holds the last train/step and epoch the server has; a
-    # restart from an older checkpoint (after a hard kill) then re-trains those steps without
-    # logging them again. Offline runs resume empty: the analysis keeps the later row.
     logged_step = max(pos.step, int(run.summary.get(m.TRAIN_STEP) or 0))
     logged_epoch = max(pos.epoch, int(run.summary.get(m.EPOCH) or 0))
-    net = torch.compile(model) if cfg.compile else model
-
-    def autocast():
-        if p.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=p.amp_dtype)
-
-    def save(path: Path) -> None:
-        checkpoint.save(path, model, optimizer, scaler, pos, cfg.to_dict())
-
-    def finish(status: str) -> None:
-        run.summary[m.SUMMARY_STATUS] = status
-        run.summary[m.SUMMARY_DIVERGED] = status == m.STATUS_DIVERGED
-        run.summary[m.SUMMARY_EPOCHS] = pos.epoch
-        if math.isfinite(pos.best_val):  # also in a resumed segment that finished no epoch
-            run.summary[m.VAL_BEST_RECON] = pos.best_val
-            run.summary[m.SUMMARY_BEST_EPOCH] = pos.best_epoch
-        where = Path(run.dir).parent
-        view = f"; view: wandb leet {where}; upload: wandb sync {where}" if run.offline else ""
-        view = f"; {run.url}" if run.url else view
-        print(f"run {run.id} {status} after {pos.epoch} epochs{view}", flush=True)
-
     logger.define_metrics(run)
     n_params = sum(t.numel() for t in model.parameters() if t.requires_grad)
     run.summary.update({m.SUMMARY_PARAMETERS: n_params, m.SUMMARY_RUN_DIR: str(folder)})
-    rows = logger.StepRows(run, log_from_step=logged_step)
     # Without augmentation the whole (small) training set lives on the device: no copies per step.
     train_x = p.data.train if cfg.augment else p.data.train.to(device)
-    val_x = p.data.val.to(device)
-    n_steps = datasets.steps_per_epoch(len(train_x), cfg.batch_size)
+    s = State(
+        cfg=cfg,
+        device=device,
+        amp_dtype=p.amp_dtype,
+        perceptual=p.perceptual,
+        run=run,
+        signals=signals,
+        model=model,
+        net=torch.compile(model) if cfg.compile else model,
+        optimizer=optimizer,
+        scaler=scaler,
+        folder=folder,
+        pos=pos,
+        rows=logger.StepRows(run, log_from_step=logged_step),
+        train_x=train_x,
+        val_x=p.data.val.to(device),
+        n_steps=datasets.steps_per_epoch(len(train_x), cfg.batch_size),
+        logged_step=logged_step,
+        logged_epoch=logged_epoch,
+        tty=tty,
+    )
     precision = str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "fp32"
     resumed = f", resumed at epoch {pos.epoch + 1} step {pos.step}" if pos.step else ""
     print(
@@ -196,144 +251,184 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
         f"({precision}); checkpoints in {folder}{resumed}",
         flush=True,
     )
+    return s
 
-    def flush() -> bool:
-        """Send buffered step rows to W&B; False when a loss is NaN or infinite."""
-        nonlocal epoch_recon
-        recons, finite = rows.flush()
-        epoch_recon += sum(recons)
-        return finite
 
-    for epoch in range(pos.epoch + 1, cfg.max_epochs + 1):
-        skip, pos.batch = pos.batch, 0
-        started = time.perf_counter() - pos.epoch_seconds
-        epoch_recon = pos.epoch_recon_sum
-        bar = (
-            tqdm(
-                total=n_steps,
-                initial=skip,
-                desc=f"epoch {epoch}/{cfg.max_epochs}",
-                file=sys.stdout,
-                unit="step",
-            )
-            if tty
-            else None
+def autocast(s: State):
+    if s.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(s.device.type, dtype=s.amp_dtype)
+
+
+def start_epoch(s: State, epoch: int) -> None:
+    """Clock, running sums (carried over by a mid-epoch checkpoint) and progress bar."""
+    s.epoch = epoch
+    s.started = time.perf_counter() - s.pos.epoch_seconds
+    s.epoch_recon = s.pos.epoch_recon_sum
+    s.bar = (
+        tqdm(
+            total=s.n_steps,
+            initial=s.pos.batch,
+            desc=f"epoch {epoch}/{s.cfg.max_epochs}",
+            file=sys.stdout,
+            unit="step",
         )
-        model.train()
-        for i, batch in enumerate(datasets.train_batches(train_x, cfg, epoch, skip), start=skip):
-            if signals.pending:
-                break
-            x = batch.to(device, non_blocking=True)
-            with autocast():
-                recon, z_mu, z_sigma = forward(net, x, sample=True)
-                out = losses(x, recon, z_mu, z_sigma, cfg, p.perceptual)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            pos.step += 1
-            pos.batch = i + 1
-            extra = None
-            if i == 0:  # the guide's train/triplets: first batch of every epoch
-                image = logger.triplet_image(x[0], recon[0], f"{m.TRAIN_STEP} {pos.step}")
-                extra = {m.TRAIN_TRIPLETS: image}
-            rows.add(pos.step, out, extra)
-            if (len(rows) >= cfg.log_every or pos.batch == n_steps) and not flush():
-                return diverged(run, finish, bar)
-            if bar is not None:
-                bar.set_postfix_str(f"recon {rows.last_recon:.4f}", refresh=False)
-                bar.update(1)
-        if signals.pending:
-            if bar is not None:
-                bar.close()
-            if not flush():
-                return diverged(run, finish, bar)
-            # A mid-epoch checkpoint: the restart skips the batches already done.
-            pos.epoch_seconds = time.perf_counter() - started
-            pos.epoch_recon_sum = epoch_recon
-            save(folder / runs.LATEST)
-            break
-        train_seconds = time.perf_counter() - started
-        val_recon, val_kl, triplets = validate(net, val_x, p, autocast, epoch)
-        if not (math.isfinite(val_recon) and math.isfinite(val_kl)):
-            return diverged(run, finish, None)
-        improved = val_recon < pos.best_val
-        if improved:
-            pos.best_val, pos.best_epoch = val_recon, epoch
-        seconds = time.perf_counter() - started
-        pos.epoch, pos.batch, pos.epoch_seconds, pos.epoch_recon_sum = epoch, 0, 0.0, 0.0
-        train_recon = epoch_recon / n_steps
-        if epoch > logged_epoch:
-            run.log(
-                {
-                    m.EPOCH: epoch,
-                    m.VAL_RECON: val_recon,
-                    m.VAL_KL: val_kl,
-                    m.VAL_BEST_RECON: pos.best_val,
-                    m.TIME_PER_EPOCH: seconds,
-                    m.TRAIN_TIME_PER_EPOCH: train_seconds,
-                    **triplets,
-                }
-            )
-        save(folder / runs.LATEST)
-        if improved:
-            save(folder / runs.BEST)
-        if epoch > logged_epoch:  # after the checkpoint: a listed epoch is never trained again
-            runs.append_progress(
-                folder,
-                {
-                    m.EPOCH: epoch,
-                    m.VAL_RECON: val_recon,
-                    m.VAL_KL: val_kl,
-                    m.VAL_BEST_RECON: pos.best_val,
-                    m.TRAIN_RECON: train_recon,
-                    m.TIME_PER_EPOCH: seconds,
-                    m.TRAIN_TIME_PER_EPOCH: train_seconds,
-                },
-            )
-        if bar is not None:
-            bar.close()
-        print(
-            f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "
-            f"{m.VAL_RECON} {val_recon:.4f}  best {pos.best_val:.4f} (epoch {pos.best_epoch})  "
-            f"{seconds:.1f} s",
-            flush=True,
+        if s.tty
+        else None
+    )
+    s.model.train()
+
+
+def train_step(s: State, i: int, batch: torch.Tensor) -> bool:
+    """One optimizer step on batch ``i`` of the epoch; False when a flushed loss is not finite."""
+    cfg, pos = s.cfg, s.pos
+    x = batch.to(s.device, non_blocking=True)
+    with autocast(s):
+        recon, z_mu, z_sigma = forward(s.net, x, sample=True)
+        out = losses(x, recon, z_mu, z_sigma, cfg, s.perceptual)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(out["total"]).backward()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    pos.step += 1
+    pos.batch = i + 1
+    extra = None
+    if i == 0:  # the guide's train/triplets: first batch of every epoch
+        image = logger.triplet_image(x[0], recon[0], f"{m.TRAIN_STEP} {pos.step}")
+        extra = {m.TRAIN_TRIPLETS: image}
+    s.rows.add(pos.step, out, extra)
+    if (len(s.rows) >= cfg.log_every or pos.batch == s.n_steps) and not flush(s):
+        return False
+    if s.bar is not None:
+        s.bar.set_postfix_str(f"recon {s.rows.last_recon:.4f}", refresh=False)
+        s.bar.update(1)
+    return True
+
+
+def flush(s: State) -> bool:
+    """Send buffered step rows to W&B; False when a loss is NaN or infinite."""
+    recons, finite = s.rows.flush()
+    s.epoch_recon += sum(recons)
+    return finite
+
+
+def close_bar(s: State) -> None:
+    if s.bar is not None:
+        s.bar.close()
+        s.bar = None
+
+
+def interrupt(s: State) -> bool:
+    """A signal arrived mid-epoch: flush, then a checkpoint the restart resumes from (skipping
+    the batches already done). False when a flushed loss is not finite."""
+    close_bar(s)
+    if not flush(s):
+        return False
+    s.pos.epoch_seconds = time.perf_counter() - s.started
+    s.pos.epoch_recon_sum = s.epoch_recon
+    save(s, s.folder / runs.LATEST)
+    return True
+
+
+def end_epoch(s: State) -> bool:
+    """Validate, log the epoch row, checkpoint, append the progress row; False when a
+    validation loss is not finite."""
+    cfg, pos, epoch = s.cfg, s.pos, s.epoch
+    train_seconds = time.perf_counter() - s.started
+    val_recon, val_kl, triplets = validate(s)
+    if not (math.isfinite(val_recon) and math.isfinite(val_kl)):
+        return False
+    improved = val_recon < pos.best_val
+    if improved:
+        pos.best_val, pos.best_epoch = val_recon, epoch
+    seconds = time.perf_counter() - s.started
+    pos.epoch, pos.batch, pos.epoch_seconds, pos.epoch_recon_sum = epoch, 0, 0.0, 0.0
+    train_recon = s.epoch_recon / s.n_steps
+    if epoch > s.logged_epoch:
+        s.run.log(
+            {
+                m.EPOCH: epoch,
+                m.VAL_RECON: val_recon,
+                m.VAL_KL: val_kl,
+                m.VAL_BEST_RECON: pos.best_val,
+                m.TIME_PER_EPOCH: seconds,
+                m.TRAIN_TIME_PER_EPOCH: train_seconds,
+                **triplets,
+            }
         )
-    if signals.preempt:
-        run.mark_preempting()
-        finish(m.STATUS_PREEMPTED)
-        return EXIT_PREEMPTED
-    finish(m.STATUS_STOPPED if signals.stop else m.STATUS_FINISHED)
-    return EXIT_FINISHED
+    save(s, s.folder / runs.LATEST)
+    if improved:
+        save(s, s.folder / runs.BEST)
+    if epoch > s.logged_epoch:  # after the checkpoint: a listed epoch is never trained again
+        runs.append_progress(
+            s.folder,
+            {
+                m.EPOCH: epoch,
+                m.VAL_RECON: val_recon,
+                m.VAL_KL: val_kl,
+                m.VAL_BEST_RECON: pos.best_val,
+                m.TRAIN_RECON: train_recon,
+                m.TIME_PER_EPOCH: seconds,
+                m.TRAIN_TIME_PER_EPOCH: train_seconds,
+            },
+        )
+    close_bar(s)
+    print(
+        f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "
+        f"{m.VAL_RECON} {val_recon:.4f}  best {pos.best_val:.4f} (epoch {pos.best_epoch})  "
+        f"{seconds:.1f} s",
+        flush=True,
+    )
+    return True
 
 
-def diverged(run: wandb.Run, finish, bar) -> int:
+def save(s: State, path: Path) -> None:
+    checkpoint.save(path, s.model, s.optimizer, s.scaler, s.pos, s.cfg.to_dict())
+
+
+def finish(s: State, status: str) -> None:
+    """The run's summary and its last line."""
+    run, pos = s.run, s.pos
+    run.summary[m.SUMMARY_STATUS] = status
+    run.summary[m.SUMMARY_DIVERGED] = status == m.STATUS_DIVERGED
+    run.summary[m.SUMMARY_EPOCHS] = pos.epoch
+    if math.isfinite(pos.best_val):  # also in a resumed segment that finished no epoch
+        run.summary[m.VAL_BEST_RECON] = pos.best_val
+        run.summary[m.SUMMARY_BEST_EPOCH] = pos.best_epoch
+    where = Path(run.dir).parent
+    view = f"; view: wandb leet {where}; upload: wandb sync {where}" if run.offline else ""
+    view = f"; {run.url}" if run.url else view
+    print(f"run {run.id} {status} after {pos.epoch} epochs{view}", flush=True)
+
+
+def diverged(s: State) -> int:
     """A NaN/inf loss: stop at once, keep the last good checkpoint, mark the run."""
-    if bar is not None:
-        bar.close()
-    finish(m.STATUS_DIVERGED)
-    print(f"run {run.id}: loss became NaN or infinite, stopped (exit {EXIT_DIVERGED})", flush=True)
+    close_bar(s)
+    finish(s, m.STATUS_DIVERGED)
+    print(
+        f"run {s.run.id}: loss became NaN or infinite, stopped (exit {EXIT_DIVERGED})", flush=True
+    )
     return EXIT_DIVERGED
 
 
 @torch.no_grad()
-def validate(net, val_x: torch.Tensor, p: Prepared, autocast, epoch: int):
+def validate(s: State):
     """Sample-weighted mean losses over the validation set (z_mu decoded) and its triplets."""
-    cfg = p.cfg
-    net.eval()
+    cfg, val_x = s.cfg, s.val_x
+    s.net.eval()
     cap = len(val_x) if cfg.max_val_triplets is None else min(cfg.max_val_triplets, len(val_x))
     recon_sum = torch.zeros((), device=val_x.device)
     kl_sum = torch.zeros((), device=val_x.device)
     triplets = {}
     for start in range(0, len(val_x), cfg.batch_size):
         x = val_x[start : start + cfg.batch_size]
-        with autocast():
-            recon, z_mu, z_sigma = forward(net, x, sample=False)
-            out = losses(x, recon, z_mu, z_sigma, cfg, p.perceptual)
+        with autocast(s):
+            recon, z_mu, z_sigma = forward(s.net, x, sample=False)
+            out = losses(x, recon, z_mu, z_sigma, cfg, s.perceptual)
         recon_sum += out["recon"] * len(x)
         kl_sum += out["kl"] * len(x)
         for j in range(min(len(x), cap - start)):
-            what = f"validation sample {start + j}, epoch {epoch}"
+            what = f"validation sample {start + j}, epoch {s.epoch}"
             triplets[m.val_triplet_key(start + j)] = logger.triplet_image(x[j], recon[j], what)
-    net.train()
+    s.net.train()
     return (recon_sum / len(val_x)).item(), (kl_sum / len(val_x)).item(), triplets

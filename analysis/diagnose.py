@@ -2,25 +2,41 @@
 
 Prior art the rules follow:
 - Prechelt (1998), "Early stopping -- but when?": the generalisation loss
-  ``GL(t) = 100 * (E_val(t) / min_{t' <= t} E_val(t') - 1)``, in percent.
+  ``GL(t) = 100 * (E_val(t) / min_{t' <= t} E_val(t') - 1)`` in percent, the training progress
+  over a strip of k epochs ``P_k = 1000 * (mean of the strip's train losses / their min - 1)``,
+  and their quotient ``PQ = GL / P_k``.
 - Google's Deep Learning Tuning Playbook, "Examining the training curves": overfitting is a
   validation loss that starts rising; runs still improving at the end want more epochs; a run is
   scored by the best value it reached.
-- "High" (underfitting) is relative: judged against the sweep's best and median runs.
+- "High" (underfitting) cannot be judged against the sweep's other runs alone: in a sweep where
+  every run underfits they are no reference. Each run carries its own: its validation loss before
+  training and the loss of a trivial reconstruction (the mean training image). Runs without them
+  fall back to the sweep's runs on the same data.
+
+Trends are read over the run's ``tail`` (its second half by default, where the first fast fall
+is over), never a fixed handful of epochs: a robust slope of the log-loss (the median of the
+slopes between epochs half the tail apart) gives the relative change over the tail, and a change
+is real only when it exceeds ``trend_z`` times the curve's own epoch-to-epoch noise (1.4826 x
+the median absolute deviation of the residuals around that slope).
 
 Verdicts are checked in this order; the first that applies wins:
 1. ``diverged``: the run says so (summary ``diverged``/``status``, exit status 3), a loss is
    NaN/inf, or a loss ends ``explode_factor`` times above its minimum.
-2. ``crashed``: the run did not finish (no exit record and not written to any more, a non-zero
+2. ``pruned``: the sweep's early termination stopped it (a PRUNED trial of the local engine, or a
+   sweep run stopped by SIGTERM before ``max_epochs``). Its reasons still read its curve.
+3. ``crashed``: the run did not finish (no exit record and not written to any more, a non-zero
    exit, preempted and never resumed). A run still being written is ``insufficient``.
-3. ``insufficient``: fewer than ``min_epochs`` validated epochs.
-4. ``overfitting``: the per-epoch train loss still falls (by ``train_drop_min`` over the last
-   ``window`` epochs) while validation rises or stagnates (GL >= ``gl_max`` percent, or validation
-   fell by less than ``val_stall`` over the same epochs).
-5. ``underfitting``: both losses fell by less than ``slow_drop`` over the last ``window`` epochs
-   (slow or an early plateau) AND the best validation loss is high: ``high_vs_best`` times the
-   sweep's best (or the ``baseline``), or ``high_vs_median`` times the sweep's median.
-6. ``good``: otherwise (both decrease, or settled at a level close to the sweep's best).
+4. ``insufficient``: fewer than ``min_epochs`` validated epochs.
+5. ``overfitting``: train really falls over the tail, by ``train_fall_min`` or more, while
+   validation rises (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (its fall is not real, or
+   below ``val_share`` of train's), or the curves stop being parallel (the val/train gap grows
+   ``gap_growth`` times over the tail).
+6. ``underfitting``: the best validation loss is high against the run's own references (at least
+   ``near_trivial`` x the trivial reconstruction's loss, or less than ``min_progress`` below its
+   loss before training) or the ``baseline``; for runs without references, high against the
+   sweep's runs on the same data (``high_vs_best`` x the best, ``high_vs_median`` x the median)
+   while validation falls less than ``slow_drop`` over the tail.
+7. ``good``: otherwise.
 """
 
 from __future__ import annotations
@@ -35,7 +51,21 @@ from analysis.records import END_STEP, FINISHED, PREEMPTED, RUNNING
 from contract import metrics as M
 from contract.errors import EXIT_DIVERGED, ConfigError
 
-VERDICTS = ("good", "overfitting", "underfitting", "diverged", "crashed", "insufficient")
+VERDICTS = (
+    "good",
+    "overfitting",
+    "underfitting",
+    "pruned",
+    "diverged",
+    "crashed",
+    "insufficient",
+)
+# Who stopped a run before its last epoch (Stop.by).
+BY_SWEEP, BY_USER = "sweep", "user"
+# Why a run underfits (numbers["cause"]): what its remedy changes.
+CAUSE_KL, CAUSE_SLOW, CAUSE_CAPACITY = "kl", "slow", "capacity"
+# Robust standard deviation from a median absolute deviation (normal noise).
+MAD_TO_SIGMA = 1.4826
 
 
 def _t(default: float | None, help: str) -> Any:
@@ -47,21 +77,31 @@ class Thresholds:
     """Every number the verdicts use. Each is a ``--<name>`` option of ``analysis report``."""
 
     min_epochs: int = _t(3, "fewer validated epochs than this -> insufficient")
-    window: int = _t(5, "epochs at the end of a run over which trends are measured")
-    smooth: int = _t(3, "moving-average width (epochs) before trends are measured; noise guard")
-    gl_max: float = _t(
-        5.0, "Prechelt generalisation loss (percent above the best val) -> overfitting"
+    tail: float = _t(0.5, "share of the run, at its end, over which trends are read (>= 3 epochs)")
+    trend_z: float = _t(3.0, "a change over the tail is real from this many times the noise")
+    strip: int = _t(5, "Prechelt's strip: epochs whose median is a level (GL) and train's P_k")
+    gl_max: float = _t(5.0, "generalisation loss GL (percent above the best val) -> val rises")
+    pq_max: float = _t(2.0, "Prechelt's PQ = GL / P_k (val rise per train progress) -> val rises")
+    train_fall_min: float = _t(0.05, "train falling by this share over the tail = still falls")
+    val_share: float = _t(
+        0.25, "val falling by less than this share of train's fall over the tail = stagnates"
     )
-    train_drop_min: float = _t(0.02, "train loss still falling by this fraction over the window")
-    val_stall: float = _t(
-        0.005, "val loss falling by less than this fraction over the window = stalled"
+    gap_growth: float = _t(1.25, "the val/train gap growing this many times over the tail")
+    slow_drop: float = _t(0.1, "val falling by less than this share over the tail = slow")
+    near_trivial: float = _t(
+        0.8, "best val this many times the trivial reconstruction's (mean image) = high"
     )
-    slow_drop: float = _t(
-        0.05, "both losses falling by less than this over the window = slow/plateau"
+    min_progress: float = _t(
+        0.5, "best val less than this share below the run's start (before training) = high"
     )
-    high_vs_best: float = _t(1.5, "best val this many times the sweep's best = high")
+    kl_share_max: float = _t(
+        0.2, "kl_weight x KL this share of train/loss or more, on average = KL dominates"
+    )
+    high_vs_best: float = _t(
+        1.5, "no references: best val this many times the sweep's best (or baseline) = high"
+    )
     high_vs_median: float = _t(
-        1.2, "best val this many times the sweep's median = high (>= 3 runs)"
+        1.2, "no references: best val this many times the sweep's median = high (>= 3 runs)"
     )
     baseline: float | None = _t(
         None, "a val loss you consider reachable; 'high' is judged against it too"
@@ -76,10 +116,12 @@ class Thresholds:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if f.name in ("min_epochs", "window", "smooth"):
+            if f.name in ("min_epochs", "strip"):
                 ok, rule = value >= 1, "must be >= 1"
-            elif f.name in ("train_drop_min", "val_stall", "slow_drop", "gl_max"):
-                ok, rule = True, "must be a finite number"  # a negative one turns a rule off
+            elif f.name in ("tail", "near_trivial", "min_progress", "kl_share_max"):
+                ok, rule = 0 < value <= 1, "must be in (0, 1]"
+            elif f.name in ("trend_z", "train_fall_min", "val_share", "slow_drop"):
+                ok, rule = value >= 0, "must be >= 0"
             else:
                 ok, rule = value > 0, "must be > 0"
             if not (ok and math.isfinite(value)):
@@ -98,22 +140,74 @@ class Curves:
     val: list[float]
     times: list[float]
     nonfinite: list[str]  # where a NaN/inf was seen, in words
+    # Per-epoch means of the per-step train/kl_loss (unweighted) and train/loss (the total).
+    kl: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Verdict:
     verdict: str
     reasons: list[str]
-    numbers: dict[str, float | int | None]
+    numbers: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class SweepContext:
-    """What "high" is judged against: the sweep's other runs."""
+    """The sweep's other runs on the same data: references for runs that carry none."""
 
     best: float | None = None
     median: float | None = None
     runs: int = 0
+
+
+@dataclass(frozen=True)
+class References:
+    """What a run knows about itself, so that "high" needs no sibling run."""
+
+    init_val: float | None = None  # val/recon_loss before the first optimizer step
+    trivial_val: float | None = None  # val loss of the mean training image
+    kl_weight: float | None = None  # the run's config value
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A run stopped (SIGTERM) before its last epoch: by the sweep's early termination or a user."""
+
+    by: str  # BY_SWEEP or BY_USER
+    why: str  # in words, with what the record says
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A curve's robust trend over epochs ``first``..``last``."""
+
+    first: int
+    last: int
+    change: float  # relative change over the tail: fitted end / fitted start - 1
+    noise: float  # relative epoch-to-epoch noise around the fitted line (one sigma)
+    log_change: float  # the change and the noise in log units: what is compared
+    log_noise: float
+    z: float
+
+    @property
+    def fall(self) -> float:
+        return -self.change
+
+    @property
+    def real(self) -> bool:
+        return abs(self.log_change) > self.z * self.log_noise
+
+    def falls(self) -> bool:
+        return self.real and self.change < 0
+
+    def words(self) -> str:
+        moved = "fell" if self.change < 0 else "rose"
+        real = "real" if self.real else "within the noise"
+        return (
+            f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last}"
+            f" (noise ±{_pct(self.noise)} per epoch: {real})"
+        )
 
 
 def _finite(x: float | None) -> bool:
@@ -137,18 +231,21 @@ def epoch_curves(
     if bad_val:
         nonfinite.append(f"{M.VAL_RECON} is NaN/inf at epoch {min(bad_val)}")
     steps = [
-        (r[M.TRAIN_STEP], r.get(M.TRAIN_RECON)) for r in train_rows if _finite(r.get(M.TRAIN_STEP))
+        (r[M.TRAIN_STEP], r.get(M.TRAIN_RECON), r.get(M.TRAIN_KL), r.get(M.TRAIN_LOSS))
+        for r in train_rows
+        if _finite(r.get(M.TRAIN_STEP)) and r.get(M.TRAIN_RECON) is not None
     ]
-    steps = [(s, v) for s, v in steps if v is not None]
-    bad_steps = [s for s, v in steps if not math.isfinite(v)]
+    bad_steps = [s[0] for s in steps if not math.isfinite(s[1])]
     if bad_steps:
         nonfinite.append(f"{M.TRAIN_RECON} is NaN/inf from step {int(min(bad_steps))}")
     ends = [r.get(END_STEP) for r in rows]
     if not all(_finite(e) for e in ends) and epochs and steps:
-        per_epoch = max(s for s, _ in steps) / len(epochs)
+        per_epoch = max(s[0] for s in steps) / len(epochs)
         ends = [per_epoch * (i + 1) for i in range(len(epochs))]
-    train = _per_epoch_means(steps, ends) if epochs else []
-    return Curves(epochs, train, val, times, nonfinite)
+    if not epochs:
+        return Curves(epochs, [], val, times, nonfinite)
+    train, kl, total = _per_epoch_means(steps, ends)
+    return Curves(epochs, train, val, times, nonfinite, kl, total)
 
 
 def _value(x: float | None) -> float:
@@ -159,36 +256,60 @@ def _is_nonfinite(x: float | None) -> bool:
     return x is not None and not math.isfinite(x)
 
 
-def _per_epoch_means(steps: list[tuple[float, float]], ends: list[float | None]) -> list[float]:
-    sums = [0.0] * len(ends)
-    counts = [0] * len(ends)
-    steps.sort()
+def _per_epoch_means(
+    steps: list[tuple[float, float, float | None, float | None]], ends: list[float | None]
+) -> tuple[list[float], list[float], list[float]]:
+    """Per-epoch means of (recon, kl, total); kl and total over the steps that logged them."""
+    n = len(ends)
+    sums, counts = [[0.0] * n for _ in range(3)], [[0] * n for _ in range(3)]
+    steps.sort(key=lambda s: s[0])
     i = 0
-    for step, value in steps:
-        while i < len(ends) and step > ends[i]:
+    for step, *values in steps:
+        while i < n and step > ends[i]:
             i += 1
-        if i == len(ends):
+        if i == n:
             break  # steps of an epoch that never finished
-        sums[i] += value
-        counts[i] += 1
-    return [s / c if c else math.nan for s, c in zip(sums, counts, strict=True)]
+        for k, v in enumerate(values):
+            if v is not None:
+                sums[k][i] += v
+                counts[k][i] += 1
+    return tuple(  # type: ignore[return-value]
+        [s / c if c else math.nan for s, c in zip(sums[k], counts[k], strict=True)]
+        for k in range(3)
+    )
 
 
-def _smoothed(values: list[float], width: int) -> list[float]:
-    """Trailing moving average over the finite values (nan where none)."""
+def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | None:
+    """Robust trend of ``values`` (all of them: pass the tail): None under 3 positive values.
+
+    The slope of log(value) is the median of the slopes between points half the series apart
+    (a Theil-Sen estimate in linear time); the noise is the robust spread of the residuals.
+    """
+    pts = [(e, math.log(v)) for e, v in zip(epochs, values, strict=True) if v > 0 and v < math.inf]
+    m = len(pts)
+    if m < 3:
+        return None
+    h = m // 2
+    slope = statistics.median(
+        (pts[i + h][1] - pts[i][1]) / (pts[i + h][0] - pts[i][0]) for i in range(m - h)
+    )
+    intercept = statistics.median(y - slope * x for x, y in pts)
+    residuals = [y - intercept - slope * x for x, y in pts]
+    centre = statistics.median(residuals)
+    noise = MAD_TO_SIGMA * statistics.median(abs(r - centre) for r in residuals)
+    log_change = slope * (pts[-1][0] - pts[0][0])
+    return Trend(
+        pts[0][0], pts[-1][0], math.expm1(log_change), math.expm1(noise), log_change, noise, z
+    )
+
+
+def _rolling_median(values: list[float], width: int) -> list[float]:
+    """Trailing median over the finite values (nan where none)."""
     out = []
     for i in range(len(values)):
         window = [v for v in values[max(0, i - width + 1) : i + 1] if math.isfinite(v)]
-        out.append(sum(window) / len(window) if window else math.nan)
+        out.append(statistics.median(window) if window else math.nan)
     return out
-
-
-def _drop(values: list[float], k: int) -> float:
-    """Relative fall of ``values`` over its last ``k`` steps (negative when it rose)."""
-    if len(values) <= k or not (math.isfinite(values[-1]) and math.isfinite(values[-1 - k])):
-        return math.nan
-    start = values[-1 - k]
-    return (start - values[-1]) / abs(start) if start else math.nan
 
 
 def generalisation_loss(val: list[float]) -> float:
@@ -199,6 +320,26 @@ def generalisation_loss(val: list[float]) -> float:
     return 100.0 * (val[-1] / min(finite) - 1.0)
 
 
+def training_progress(train: list[float], k: int) -> float:
+    """Prechelt's P_k over the last ``k`` epochs, in per mille (nan without train values)."""
+    strip = [t for t in train[-k:] if math.isfinite(t)]
+    if not strip or min(strip) <= 0:
+        return math.nan
+    return 1000.0 * (sum(strip) / len(strip) / min(strip) - 1.0)
+
+
+def kl_share(curves: Curves, kl_weight: float | None) -> float:
+    """Mean over epochs of kl_weight x KL / train/loss: how much of the objective is the KL term."""
+    if not isinstance(kl_weight, (int, float)) or not curves.kl or not curves.total:
+        return math.nan
+    shares = [
+        kl_weight * k / t
+        for k, t in zip(curves.kl, curves.total, strict=True)
+        if math.isfinite(k) and math.isfinite(t) and t > 0
+    ]
+    return sum(shares) / len(shares) if shares else math.nan
+
+
 def diagnose(
     curves: Curves,
     state: str,
@@ -206,7 +347,8 @@ def diagnose(
     context: SweepContext = SweepContext(),
     flagged_diverged: bool = False,
     exit_code: int | None = None,
-    stopped_early: bool = False,
+    stop: Stop | None = None,
+    refs: References = References(),
 ) -> Verdict:
     """The verdict for one run, with its reasons (sentences with the numbers) and numbers."""
     val_finite = [v for v in curves.val if math.isfinite(v)]
@@ -218,11 +360,21 @@ def diagnose(
         "best_epoch": curves.epochs[curves.val.index(best)] if best is not None else None,
         "final_val": curves.val[-1] if curves.val else None,
         "final_train": curves.train[-1] if curves.train else None,
+        "stopped_by": stop.by if stop else None,
     }
 
     diverged = _divergence(curves, th, flagged_diverged or exit_code == EXIT_DIVERGED)
     if diverged:
         return Verdict("diverged", diverged, numbers)
+
+    if stop is not None and stop.by == BY_SWEEP:
+        if n < th.min_epochs:
+            read = [f"its curve: only {n} validated epoch(s), too few to read a trend"]
+        else:
+            seen = _read_curve(curves, th, context, refs, numbers, best)
+            numbers["curve_reads_as"] = seen.verdict
+            read = [f"its curve so far reads as {seen.verdict}", *seen.reasons]
+        return Verdict("pruned", [stop.why, *read], numbers)
 
     if state == RUNNING:
         return Verdict(
@@ -240,63 +392,201 @@ def diagnose(
         else:
             why = f"the run exited with status {exit_code} after {n} epochs"
         return Verdict("crashed", [why], numbers)
-    early = [f"stopped early after {n} epochs (SIGTERM: the sweep's early termination, or a user)"]
+    early = [stop.why] if stop else []
     if n < th.min_epochs:
         why = f"only {n} validated epoch(s); at least {th.min_epochs} are needed to read a trend"
-        return Verdict("insufficient", early * stopped_early + [why], numbers)
+        return Verdict("insufficient", [*early, why], numbers)
+    seen = _read_curve(curves, th, context, refs, numbers, best)
+    return Verdict(seen.verdict, early + seen.reasons, numbers)
 
-    width = max(1, min(th.smooth, n // 3))
-    train = _smoothed(curves.train, width)
-    val = _smoothed(curves.val, width)
-    k = max(1, min(th.window, len(val) - 1))
-    train_drop, val_drop = _drop(train, k), _drop(val, k)
-    gl = generalisation_loss(val)
-    numbers.update(window=k, train_drop=train_drop, val_drop=val_drop, gl=gl)
-    trend = (
-        f"over the last {k} epochs train fell {_pct(train_drop)} and val fell {_pct(val_drop)}"
-        f" (smoothed over {width})"
+
+def _read_curve(
+    curves: Curves,
+    th: Thresholds,
+    context: SweepContext,
+    refs: References,
+    numbers: dict[str, Any],
+    best: float,
+) -> Verdict:
+    """Overfitting, underfitting or good, from a curve of at least ``min_epochs`` epochs."""
+    n = len(curves.epochs)
+    size = min(n, max(3, round(th.tail * n)))
+    epochs = curves.epochs[-size:]
+    val_t = trend(epochs, curves.val[-size:], th.trend_z)
+    train_t = trend(epochs, curves.train[-size:], th.trend_z)
+    k = max(1, min(th.strip, n // 3))
+    gl = generalisation_loss(_rolling_median(curves.val, k))
+    p_k = training_progress(curves.train, k)
+    pq = gl / p_k if math.isfinite(gl) and math.isfinite(p_k) and p_k > 0 else math.nan
+    share = kl_share(curves, refs.kl_weight)
+    numbers.update(
+        tail_from=epochs[0],
+        val_change=val_t.change if val_t else None,
+        val_noise=val_t.noise if val_t else None,
+        train_change=train_t.change if train_t else None,
+        train_noise=train_t.noise if train_t else None,
+        gl=gl,
+        p_k=p_k,
+        pq=pq,
+        kl_share=share,
+        kl_dominates=math.isfinite(share) and share >= th.kl_share_max,
     )
+    if val_t is None:
+        return Verdict("good", ["fewer than 3 positive validation losses: no trend"], numbers)
+    tail = [f"val {val_t.words()}"]
+    if train_t is None:
+        tail.append(f"no {M.TRAIN_RECON} rows: judged on the validation curve only")
+    else:
+        tail.append(f"train {train_t.words()}")
+        growth = math.exp(val_t.log_change - train_t.log_change)
+        numbers["gap_growth"] = growth
+        gap = _gap(curves, epochs)
+        tail.append(f"val/train gap {gap} ({growth:.2f}x over the tail)")
+        over = _overfitting(train_t, val_t, growth, gl, pq, k, th)
+        if over:
+            return Verdict("overfitting", tail + over, numbers)
 
-    if stopped_early:
-        trend = f"{early[0]}; {trend}"
-    train_falls = math.isfinite(train_drop) and train_drop >= th.train_drop_min
-    val_rises = math.isfinite(gl) and gl >= th.gl_max
-    val_stalls = math.isfinite(val_drop) and val_drop < th.val_stall
-    if train_falls and (val_rises or val_stalls):
-        why = [trend]
-        if val_rises:
+    high, why_high = _is_high(best, refs, context, th, numbers)
+    slow = not (val_t.falls() and val_t.fall >= th.slow_drop)
+    own = numbers["own_references"]
+    if high and (own or slow):
+        cause = _cause(numbers, val_t, th)
+        numbers["cause"] = cause
+        why = tail + why_high
+        if cause == CAUSE_KL:
             why.append(
-                f"val is {gl:.1f}% above its best ({best:.4g} at epoch {numbers['best_epoch']}):"
-                f" generalisation loss GL >= {th.gl_max:g}%"
+                f"the KL term (kl_weight {refs.kl_weight:g} x {M.TRAIN_KL}) is {_pct(share)} of"
+                f" {M.TRAIN_LOSS} on average (dominates from {_pct(th.kl_share_max)})"
             )
-        else:
-            why.append(
-                f"val stagnates (fell less than {_pct(th.val_stall)}) while train still falls"
-            )
-        return Verdict("overfitting", why, numbers)
+        elif cause == CAUSE_SLOW:
+            why.append("the loss still falls, slowly: training is too slow to get far")
+        elif not own:
+            why.append(f"val falls less than {_pct(th.slow_drop)} over the tail: plateaued")
+        return Verdict("underfitting", why, numbers)
 
-    high, why_high = _is_high(best, context, th, numbers)
-    both_slow = (
-        (not math.isfinite(train_drop) or train_drop < th.slow_drop)
-        and math.isfinite(val_drop)
-        and val_drop < th.slow_drop
-    )
-    if both_slow and high:
-        return Verdict(
-            "underfitting",
-            [trend + f": both below {_pct(th.slow_drop)}, slow or plateaued", why_high],
-            numbers,
-        )
-
-    why = [trend, f"best val {best:.4g} at epoch {numbers['best_epoch']}, GL {gl:.1f}%"]
-    if both_slow:
-        why.append("the losses have settled" + (f"; {why_high}" if why_high else ""))
-    elif math.isfinite(val_drop) and val_drop >= th.slow_drop:
+    why = tail + [f"best val {best:.4g} at epoch {numbers['best_epoch']}, GL {gl:.1f}%", *why_high]
+    if val_t.falls() and val_t.fall >= th.slow_drop:
         numbers["still_improving"] = True
         why.append("still improving at the end: more epochs would help")
-    if curves.train and all(math.isnan(t) for t in curves.train):
-        why.append(f"no {M.TRAIN_RECON} rows: judged on the validation curve only")
     return Verdict("good", why, numbers)
+
+
+def _gap(curves: Curves, tail_epochs: list[int]) -> str:
+    """``1.02x at epoch 20 -> 1.71x at epoch 40``: val / train where both are known."""
+    index = {e: i for i, e in enumerate(curves.epochs)}
+    pairs = [
+        (e, curves.val[index[e]] / curves.train[index[e]])
+        for e in tail_epochs
+        if math.isfinite(curves.val[index[e]])
+        and math.isfinite(curves.train[index[e]])
+        and curves.train[index[e]] > 0
+    ]
+    if not pairs:
+        return "unknown"
+    (e0, g0), (e1, g1) = pairs[0], pairs[-1]
+    return f"{g0:.2f}x at epoch {e0} -> {g1:.2f}x at epoch {e1}"
+
+
+def _overfitting(
+    train_t: Trend, val_t: Trend, growth: float, gl: float, pq: float, k: int, th: Thresholds
+) -> list[str]:
+    """Reasons for overfitting (empty when it is not): train falls while val does not follow."""
+    if not (train_t.falls() and train_t.fall >= th.train_fall_min):
+        return []
+    why = []
+    if math.isfinite(gl) and gl >= th.gl_max:
+        why.append(
+            f"val rises: its median of {k} epochs ends {gl:.1f}% above its best"
+            f" (Prechelt's GL >= {th.gl_max:g}%)"
+        )
+    elif math.isfinite(pq) and pq >= th.pq_max:
+        why.append(
+            f"val rises against train's progress: PQ = GL {gl:.1f}% / P_{k} {gl / pq:.1f}"
+            f" = {pq:.2f} (>= {th.pq_max:g})"
+        )
+    if not val_t.falls() or val_t.fall < th.val_share * train_t.fall:
+        why.append(
+            f"val stagnates while train still falls (val's fall is not real, or below"
+            f" {_pct(th.val_share)} of train's {_pct(train_t.fall)})"
+        )
+    if growth >= th.gap_growth:
+        why.append(f"the curves are no longer parallel: the gap grew {growth:.2f}x")
+    return why
+
+
+def _cause(numbers: Mapping[str, Any], val_t: Trend, th: Thresholds) -> str:
+    """What keeps an underfitting run high: the KL term, slow training, or too little capacity."""
+    if numbers.get("kl_dominates"):
+        return CAUSE_KL
+    progress = numbers.get("progress")
+    if progress is None:  # no start to compare with: any real fall says training goes on
+        return CAUSE_SLOW if val_t.falls() else CAUSE_CAPACITY
+    if progress < th.min_progress or (val_t.falls() and val_t.fall >= th.slow_drop):
+        return CAUSE_SLOW
+    return CAUSE_CAPACITY
+
+
+def _is_high(
+    best: float, refs: References, context: SweepContext, th: Thresholds, numbers: dict[str, Any]
+) -> tuple[bool, list[str]]:
+    """Is the run's best val high against its own references, a baseline, or (runs without
+    references) the sweep's best and median on the same data?"""
+    high, why = False, []
+    own = False
+    if _finite(refs.trivial_val) and refs.trivial_val > 0:
+        own = True
+        ratio = best / refs.trivial_val
+        numbers["vs_trivial"] = ratio
+        high |= ratio >= th.near_trivial
+        why.append(
+            f"best val {best:.4g} is {ratio:.2f}x the trivial reconstruction's"
+            f" {refs.trivial_val:.4g} (the mean training image; high from {th.near_trivial:g}x)"
+        )
+    if _finite(refs.init_val) and refs.init_val > 0:
+        own = True
+        progress = 1.0 - best / refs.init_val
+        numbers["progress"] = progress
+        high |= progress < th.min_progress
+        why.append(
+            f"best val is {_pct(progress)} below the run's start ({refs.init_val:.4g} before"
+            f" training; little progress under {_pct(th.min_progress)})"
+        )
+    numbers["own_references"] = own
+    if th.baseline:
+        ratio = best / th.baseline
+        if ratio >= th.high_vs_best:
+            high = True
+            why.append(
+                f"best val {best:.4g} is {ratio:.2f}x the baseline {th.baseline:g}"
+                f" (high from {th.high_vs_best:g}x)"
+            )
+    if context.best and context.best > 0:
+        numbers["vs_sweep_best"] = best / context.best
+    if context.median and context.runs >= 3:
+        numbers["vs_sweep_median"] = best / context.median
+    if own:
+        return high, why
+    # No per-run references: the sweep's runs on the same data are the only ones left.
+    why.append(
+        f"the run has no {M.SUMMARY_INIT_VAL_RECON} or {M.SUMMARY_TRIVIAL_VAL_RECON} (logged"
+        " before the trainer recorded them): 'high' is judged against the sweep's runs"
+    )
+    siblings = []
+    if context.best and context.best > 0:
+        siblings.append((context.best, "the sweep's best", th.high_vs_best))
+    if context.median and context.runs >= 3:
+        siblings.append((context.median, "the sweep's median", th.high_vs_median))
+    for level, what, limit in siblings:
+        if best >= limit * level:
+            why.append(
+                f"best val {best:.4g} is {best / level:.2f}x {what}"
+                f" ({level:.4g}; high from {limit:g}x)"
+            )
+            return True, why
+    if siblings:
+        level, what, _ = siblings[0]
+        why.append(f"best val {best:.4g} is {best / level:.2f}x {what} ({level:.4g})")
+    return high, why
 
 
 def _divergence(curves: Curves, th: Thresholds, flagged: bool) -> list[str]:
@@ -314,40 +604,8 @@ def _divergence(curves: Curves, th: Thresholds, flagged: bool) -> list[str]:
     return reasons
 
 
-def _is_high(
-    best: float | None, context: SweepContext, th: Thresholds, numbers: dict[str, Any]
-) -> tuple[bool, str]:
-    """Is the run's best val high against the sweep's best, a baseline, or the sweep's median?"""
-    if best is None:
-        return False, ""
-    # (reference level, what it is, factor from which best is high, key in numbers or None)
-    references = []
-    if context.best and context.best > 0:
-        references.append((context.best, "the sweep's best", th.high_vs_best, "vs_sweep_best"))
-    if th.baseline:
-        references.append((th.baseline, "the baseline", th.high_vs_best, None))
-    if context.median and context.runs >= 3:
-        references.append(
-            (context.median, "the sweep's median", th.high_vs_median, "vs_sweep_median")
-        )
-    for level, _, _, key in references:
-        if key:
-            numbers[key] = best / level
-    for level, what, limit, _ in references:
-        if best >= limit * level:
-            ratio = best / level
-            return (
-                True,
-                f"best val {best:.4g} is {ratio:.2f}x {what} ({level:.4g}; high from {limit:g}x)",
-            )
-    if references:
-        level, what = references[0][:2]
-        return False, f"best val {best:.4g} is {best / level:.2f}x {what} ({level:.4g})"
-    return False, ""
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
+def _pct(x: float | None) -> str:
+    return f"{100 * x:.1f}%" if x is not None and math.isfinite(x) else "n/a"
 
 
 def slow_epochs(
@@ -366,11 +624,23 @@ def slow_epochs(
 
 
 def remedies(verdict: str, config: Mapping[str, Any], numbers: Mapping[str, Any]) -> list[str]:
-    """The guide's remedy for a verdict, stated for this run's actual values."""
+    """The guide's remedy for a verdict, stated for this run's actual values.
+
+    ``kl_weight`` only ever goes up on an overfitting run and down on an underfitting one.
+    """
     out: list[str] = []
+    kl = config.get("kl_weight")
+    kl = kl if isinstance(kl, (int, float)) and not isinstance(kl, bool) else None
+    me = config.get("max_epochs")
+    me = me if isinstance(me, int) and not isinstance(me, bool) else None
+    stopped = numbers.get("stopped_by") is not None
     if verdict == "overfitting":
-        kl = config.get("kl_weight")
-        if isinstance(kl, (int, float)):
+        if numbers.get("kl_dominates"):
+            out.append(
+                f"kl_weight ({kl:g}) already makes {_pct(numbers.get('kl_share'))} of the loss:"
+                " regularise by augmentation or more training data instead"
+            )
+        elif kl is not None:
             out.append(
                 f"raise kl_weight from {kl:g} to {kl * 10:g} (more regularisation)"
                 if kl > 0
@@ -379,28 +649,38 @@ def remedies(verdict: str, config: Mapping[str, Any], numbers: Mapping[str, Any]
         if config.get("augment") is False:
             out.append("turn augment on (it is off)")
         elif config.get("augment") is True:
-            out.append("augment is already on: raise kl_weight further, or add training data")
+            out.append("augment is already on: add training data, or stop at the best epoch")
     elif verdict == "underfitting":
-        ch = config.get("channels")
-        if isinstance(ch, list) and ch:
-            out.append(f"widen channels from {ch} to {[2 * c for c in ch]} (more capacity)")
-        nrb = config.get("num_res_blocks")
-        if isinstance(nrb, int):
-            out.append(f"raise num_res_blocks from {nrb} to {nrb + 1}")
-        elif isinstance(nrb, list):
-            out.append(f"raise num_res_blocks from {nrb} to {[n + 1 for n in nrb]}")
+        cause = numbers.get("cause")
+        if cause == CAUSE_KL and kl is not None:
+            out.append(
+                f"lower kl_weight from {kl:g} to {kl / 100:g}: the KL term is"
+                f" {_pct(numbers.get('kl_share'))} of the loss and keeps the latent nearly empty"
+            )
+        elif cause == CAUSE_SLOW:
+            lr = config.get("lr")
+            if isinstance(lr, (int, float)):
+                out.append(f"raise lr from {lr:g} to {lr * 10:g} (the loss falls too slowly)")
+            if me is not None and not stopped:
+                out.append(f"or raise max_epochs from {me} to {2 * me}")
+        else:
+            ch = config.get("channels")
+            if isinstance(ch, list) and ch:
+                out.append(f"widen channels from {ch} to {[2 * c for c in ch]} (more capacity)")
+            nrb = config.get("num_res_blocks")
+            if isinstance(nrb, int):
+                out.append(f"raise num_res_blocks from {nrb} to {nrb + 1}")
+            elif isinstance(nrb, list):
+                out.append(f"raise num_res_blocks from {nrb} to {[n + 1 for n in nrb]}")
     elif verdict == "diverged":
         lr = config.get("lr")
         if isinstance(lr, (int, float)):
             out.append(f"lower lr from {lr:g} to {lr / 10:g}")
     elif verdict == "insufficient":
-        me = config.get("max_epochs")
-        if isinstance(me, int) and numbers.get("epochs", 0) >= me:
+        if me is not None and not stopped and numbers.get("epochs", 0) >= me:
             out.append(f"raise max_epochs from {me} (too few epochs to judge)")
     elif verdict == "crashed":
         out.append("read the run's log; a preempted run resumes from its checkpoint when requeued")
-    elif verdict == "good":
-        me = config.get("max_epochs")
-        if numbers.get("still_improving") and isinstance(me, int):
-            out.append(f"still improving: raise max_epochs from {me} to {2 * me}")
+    elif verdict == "good" and numbers.get("still_improving") and me is not None and not stopped:
+        out.append(f"still improving: raise max_epochs from {me} to {2 * me}")
     return out

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.diagnose import (
+    BY_SWEEP,
+    BY_USER,
     Curves,
+    References,
+    Stop,
     SweepContext,
     Thresholds,
     diagnose,
@@ -22,6 +26,10 @@ from contract import metrics as M
 
 # Config keys that say where things are, not how the model learns: never "swept".
 NOT_HYPERPARAMETERS = {"output_dir", "data_dir", "perceptual_weights_path", "num_workers"}
+# Config keys that change what a loss value means: runs are compared only when these agree.
+DATA_KEYS = ("data_source", "data_dir", "image_size", "spatial_dims", "in_channels", "recon_loss")
+# The local engine's state of a trial its pruner stopped.
+ENGINE_PRUNED = "PRUNED"
 
 
 @dataclass
@@ -47,23 +55,75 @@ def _best(curves: Curves) -> float | None:
     return min(finite) if finite else None
 
 
+def _data_key(run: RunRecord) -> str:
+    return json.dumps([run.config.get(k) for k in DATA_KEYS], sort_keys=True, default=str)
+
+
+def contexts(runs: list[RunRecord], curves: list[Curves]) -> dict[str, SweepContext]:
+    """The sweep's best and median best val for each data setting (losses compare only there)."""
+    bests: dict[str, list[float]] = {}
+    for run, c in zip(runs, curves, strict=True):
+        b = _best(c)
+        if b is not None:
+            bests.setdefault(_data_key(run), []).append(b)
+    return {
+        k: SweepContext(best=min(v), median=statistics.median(v), runs=len(v))
+        for k, v in bests.items()
+    }
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def references(run: RunRecord) -> References:
+    """The run's own references, from the summary keys the trainer writes once per run."""
+    return References(
+        init_val=_number(run.summary.get(M.SUMMARY_INIT_VAL_RECON)),
+        trivial_val=_number(run.summary.get(M.SUMMARY_TRIVIAL_VAL_RECON)),
+        kl_weight=_number(run.config.get("kl_weight")),
+    )
+
+
+def stop_of(run: RunRecord, epochs: int) -> Stop | None:
+    """Who stopped the run before its last epoch, as far as its record tells."""
+    max_epochs = run.config.get("max_epochs")
+    of = f" of {max_epochs}" if isinstance(max_epochs, int) else ""
+    if run.engine_state == ENGINE_PRUNED:
+        return Stop(
+            BY_SWEEP,
+            f"pruned by the local engine's early termination after {epochs}{of} epochs"
+            " (trial state PRUNED)",
+        )
+    if run.summary.get(M.SUMMARY_STATUS) != M.STATUS_STOPPED:
+        return None
+    if isinstance(max_epochs, int) and epochs >= max_epochs:
+        return None  # stopped after its last epoch: nothing was cut short
+    said = f"stopped by SIGTERM after {epochs}{of} epochs ({M.SUMMARY_STATUS}={M.STATUS_STOPPED})"
+    if run.engine_state is not None:
+        return Stop(BY_USER, f"{said}; the local engine did not prune it: stopped by a user")
+    if run.sweep_id:
+        return Stop(
+            BY_SWEEP,
+            f"{said} in sweep {run.sweep_id}: the sweep's early termination"
+            " (a user stopping it from the W&B UI reads the same)",
+        )
+    return Stop(BY_USER, f"{said}, in no sweep: stopped by a user")
+
+
 def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
     """Verdicts for all runs, best first (runs without a validation loss last)."""
     curves = [epoch_curves(r.train, r.val) for r in runs]
-    bests = [b for b in map(_best, curves) if b is not None]
-    context = SweepContext(
-        best=min(bests) if bests else None,
-        median=statistics.median(bests) if bests else None,
-        runs=len(bests),
-    )
+    by_data = contexts(runs, curves)
     out = []
     for run, c in zip(runs, curves, strict=True):
         flagged = (
             run.summary.get(M.SUMMARY_DIVERGED) is True
             or run.summary.get(M.SUMMARY_STATUS) == M.STATUS_DIVERGED
         )
-        stopped = run.summary.get(M.SUMMARY_STATUS) == M.STATUS_STOPPED
-        v = diagnose(c, run.state, th, context, flagged, run.exit_code, stopped_early=stopped)
+        context = by_data.get(_data_key(run), SweepContext())
+        stop = stop_of(run, len(c.epochs))
+        v = diagnose(c, run.state, th, context, flagged, run.exit_code, stop, references(run))
         final_train = next((t for t in reversed(c.train) if math.isfinite(t)), None)
         row = {
             "run_id": run.run_id,

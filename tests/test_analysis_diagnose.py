@@ -8,15 +8,24 @@ import random
 import pytest
 from analysis_helpers import epoch_losses
 
+from analysis import judge
 from analysis.diagnose import (
+    BY_SWEEP,
+    BY_USER,
+    VERDICTS,
     Curves,
+    References,
+    Stop,
     SweepContext,
     Thresholds,
     diagnose,
     epoch_curves,
     generalisation_loss,
+    kl_share,
     remedies,
     slow_epochs,
+    training_progress,
+    trend,
 )
 from analysis.records import (
     CRASHED,
@@ -29,6 +38,7 @@ from analysis.records import (
     merge,
 )
 from contract import metrics as M
+from contract.errors import ConfigError
 
 TH = Thresholds()
 
@@ -69,7 +79,8 @@ def test_each_curve_shape_gets_its_verdict(shape, expected):
 
 
 def test_overfitting_reason_quotes_prechelt_gl():
-    v = judge_shape("overfitting", context=GOOD_CONTEXT)
+    v = judge_shape("overfitting", epochs=20, context=GOOD_CONTEXT)
+    assert v.verdict == "overfitting"
     assert v.numbers["gl"] >= TH.gl_max
     assert any("GL" in r and f"{v.numbers['gl']:.1f}%" in r for r in v.reasons)
 
@@ -221,7 +232,7 @@ def test_remedies_state_the_runs_actual_values():
 def test_thresholds_change_the_verdict():
     train, val = epoch_losses("overfitting", 12)
     curves = epoch_curves(*rows(train, val))
-    lenient = Thresholds(gl_max=50.0, val_stall=-1.0)
+    lenient = Thresholds(train_fall_min=0.9)
     assert diagnose(curves, FINISHED, TH, GOOD_CONTEXT).verdict == "overfitting"
     assert diagnose(curves, FINISHED, lenient, GOOD_CONTEXT).verdict != "overfitting"
     assert diagnose(curves, FINISHED, Thresholds(min_epochs=20)).verdict == "insufficient"
@@ -232,10 +243,291 @@ def test_curves_type_is_plain_data():
     assert diagnose(c, FINISHED, TH).verdict == "insufficient"
 
 
-def test_runs_stopped_early_say_so():
-    train, val = epoch_losses("good", 2)
-    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, stopped_early=True)
-    assert v.verdict == "insufficient" and "stopped early after 2 epochs" in v.reasons[0]
+# --- whole-curve rules, per-run references, KL-aware remedies, pruned (per-epoch curves) -------
+
+
+def wiggle(n: int, amplitude: float, seed: int = 0) -> list[float]:
+    """Multiplicative epoch-to-epoch noise, 1 +- amplitude (reproducible)."""
+    rng = random.Random(seed)
+    return [1 + rng.uniform(-amplitude, amplitude) for _ in range(n)]
+
+
+def curves_of(train, val, kl=None, total=None) -> Curves:
+    n = len(val)
+    return Curves(
+        list(range(1, n + 1)), list(train), list(val), [1.0] * n, [], kl or [], total or []
+    )
+
+
+def plateau(n: int, level: float, start: float, tau: float = 3.0) -> list[float]:
+    return [level + (start - level) * math.exp(-e / tau) for e in range(1, n + 1)]
+
+
+def test_trend_is_judged_against_the_curves_own_noise():
+    flat = [0.5 * w for w in wiggle(40, 0.03)]
+    t = trend(list(range(40)), flat, 3.0)
+    assert not t.real and abs(t.change) < 0.05
+    # The same 5% drift over the tail is within the noise at +-5% but real at +-0.2%.
+    drift = [0.5 * (1 - 0.05 * e / 39) for e in range(40)]
+    noisy = trend(
+        list(range(40)), [d * w for d, w in zip(drift, wiggle(40, 0.05), strict=True)], 3.0
+    )
+    quiet = trend(
+        list(range(40)), [d * w for d, w in zip(drift, wiggle(40, 0.002), strict=True)], 3.0
+    )
+    assert not noisy.real and quiet.real and quiet.falls()
+    assert quiet.change == pytest.approx(-0.05, abs=0.01)
+    # An exact exponential decay: the change over the tail is exact, the noise zero.
+    exact = trend([10, 11, 12, 13], [0.9**e for e in range(10, 14)], 3.0)
+    assert exact.change == pytest.approx(0.9**3 - 1) and exact.noise == pytest.approx(0.0)
+    assert trend([1, 2], [1.0, 0.5], 3.0) is None
+
+
+def test_val_flat_for_the_second_half_while_train_halves_is_overfitting():
+    # Val flat from epoch 50 to 100 but wiggling down 4% over its last 5 epochs; train halves.
+    n = 100
+    train = [0.3 * math.exp(-e / 40) + 0.05 for e in range(1, n + 1)]
+    val = [v * w for v, w in zip(plateau(n, 0.2, 0.5, 10), wiggle(n, 0.02), strict=True)]
+    val[-5:] = [val[-6] * (1 - 0.01 * i) for i in range(1, 6)]
+    v = diagnose(curves_of(train, val), FINISHED, TH)
+    assert v.verdict == "overfitting", v.reasons
+    assert v.numbers["gap_growth"] >= TH.gap_growth and v.numbers["tail_from"] == 51
+    assert any("val stagnates" in r for r in v.reasons)
+    # Read over a 5-epoch tail, the same run looked good: val still fell there.
+    assert diagnose(curves_of(train, val), FINISHED, Thresholds(tail=0.05)).verdict != "overfitting"
+
+
+def test_train_wiggling_on_a_high_plateau_with_a_dominant_kl_is_underfitting():
+    # kl_weight = 1: both curves plateau near the trivial reconstruction, train wiggles by 2%.
+    n = 40
+    train = [t * w for t, w in zip(plateau(n, 0.16, 0.4), wiggle(n, 0.01, 1), strict=True)]
+    train[-3:] = [x * 0.98 for x in train[-3:]]
+    val = [t * w for t, w in zip(plateau(n, 0.155, 0.25), wiggle(n, 0.01, 2), strict=True)]
+    kl = [0.5 * math.exp(-e / 8) for e in range(1, n + 1)]
+    total = [t + k for t, k in zip(train, kl, strict=True)]
+    refs = References(init_val=0.6, trivial_val=0.166, kl_weight=1.0)
+    v = diagnose(curves_of(train, val, kl, total), FINISHED, TH, refs=refs)
+    assert v.verdict == "underfitting", v.reasons
+    assert v.numbers["cause"] == "kl" and v.numbers["kl_share"] >= TH.kl_share_max
+    assert any("trivial reconstruction" in r for r in v.reasons)
+    fix = remedies(v.verdict, {"kl_weight": 1.0, "channels": [8, 16]}, v.numbers)
+    assert fix == [
+        f"lower kl_weight from 1 to 0.01: the KL term is {100 * v.numbers['kl_share']:.1f}% of the"
+        " loss and keeps the latent nearly empty"
+    ]
+
+
+def test_kl_share_and_the_per_epoch_kl_and_total():
+    t_rows = [
+        {M.TRAIN_STEP: s, M.TRAIN_RECON: 0.1, M.TRAIN_KL: 2.0 * s, M.TRAIN_LOSS: 0.2}
+        for s in range(1, 5)
+    ]
+    v_rows = [
+        {M.EPOCH: 1, M.VAL_RECON: 0.1, END_STEP: 2},
+        {M.EPOCH: 2, M.VAL_RECON: 0.1, END_STEP: 4},
+    ]
+    c = epoch_curves(t_rows, v_rows)
+    assert c.kl == [3.0, 7.0] and c.total == [0.2, 0.2]
+    assert kl_share(c, 0.01) == pytest.approx((0.03 / 0.2 + 0.07 / 0.2) / 2)
+    assert math.isnan(kl_share(c, None))
+    # Rows without the KL keys (an older trainer): no share, nothing breaks.
+    bare = epoch_curves([{M.TRAIN_STEP: 1, M.TRAIN_RECON: 0.1}], v_rows[:1])
+    assert math.isnan(kl_share(bare, 1.0))
+
+
+@pytest.mark.parametrize(("best", "verdict"), [(0.79 * 0.2, "good"), (0.81 * 0.2, "underfitting")])
+def test_near_the_trivial_reconstruction_is_underfitting_even_alone(best, verdict):
+    # A single run, no sibling: its plateau is judged against its own trivial reconstruction.
+    n = 30
+    val = [v * w for v, w in zip(plateau(n, best, 0.5), wiggle(n, 0.005), strict=True)]
+    train = [0.97 * v for v in plateau(n, best, 0.5)]
+    refs = References(init_val=0.6, trivial_val=0.2, kl_weight=1e-6)
+    v = diagnose(curves_of(train, val), FINISHED, TH, refs=refs)
+    assert v.verdict == verdict, v.reasons
+    assert v.numbers["vs_trivial"] == pytest.approx(min(val) / 0.2)
+    if verdict == "underfitting":
+        assert v.numbers["cause"] == "capacity"
+        assert remedies(verdict, {"channels": [8, 16], "num_res_blocks": 1, "kl_weight": 1e-6},
+                        v.numbers) == ["widen channels from [8, 16] to [16, 32] (more capacity)",
+                                       "raise num_res_blocks from 1 to 2"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("progress", "verdict"), [(0.45, "underfitting"), (0.55, "good")])
+def test_little_progress_from_the_start_is_underfitting(progress, verdict):
+    # A low-lr run: val falls steadily but slowly from its start; nothing to compare it with.
+    n = 30
+    init = 0.7
+    end = init * (1 - progress)
+    val = [init - (init - end) * e / n for e in range(1, n + 1)]
+    train = [0.95 * v for v in val]
+    v = diagnose(curves_of(train, val), FINISHED, TH, refs=References(init_val=init))
+    assert v.verdict == verdict, v.reasons
+    if verdict == "underfitting":
+        assert v.numbers["cause"] == "slow"
+        fix = remedies(verdict, {"lr": 1e-6, "kl_weight": 1e-6, "max_epochs": 30}, v.numbers)
+        assert fix == ["raise lr from 1e-06 to 1e-05 (the loss falls too slowly)",
+                       "or raise max_epochs from 30 to 60"]  # fmt: skip
+
+
+def test_runs_without_references_fall_back_to_the_sweep_and_say_so():
+    train, val = epoch_losses("underfitting", 12)
+    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, GOOD_CONTEXT)
+    assert v.verdict == "underfitting" and not v.numbers["own_references"]
+    assert any("judged against the sweep's runs" in r for r in v.reasons)
+    # With its own references the sweep's better runs no longer make it high.
+    refs = References(init_val=2.0, trivial_val=1.0)
+    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, GOOD_CONTEXT, refs=refs)
+    assert v.verdict == "good" and v.numbers["vs_sweep_best"] > TH.high_vs_best
+
+
+@pytest.mark.parametrize(("fall", "verdict"), [(0.04, "good"), (0.07, "overfitting")])
+def test_train_must_fall_by_train_fall_min_for_overfitting(fall, verdict):
+    n = 40
+    train = [0.2 * (1 - fall * max(0, e - 20) / 20) for e in range(1, n + 1)]
+    val = [0.21] * n
+    v = diagnose(curves_of(train, val), FINISHED, Thresholds(gap_growth=10.0))
+    assert v.verdict == verdict, v.reasons
+
+
+@pytest.mark.parametrize(("growth_limit", "verdict"), [(1.25, "overfitting"), (3.0, "good")])
+def test_curves_no_longer_parallel_is_overfitting(growth_limit, verdict):
+    # Val still falls, at half train's pace, but the gap grows from 1.0x to about 1.7x.
+    n = 40
+    train = [0.2 * math.exp(-0.05 * e) for e in range(n)]
+    val = [0.2 * math.exp(-0.025 * e) for e in range(n)]
+    v = diagnose(curves_of(train, val), FINISHED, Thresholds(gap_growth=growth_limit))
+    assert v.verdict == verdict, v.reasons
+    assert v.numbers["gap_growth"] == pytest.approx(math.exp(0.025 * 19), rel=1e-6)
+
+
+def test_pq_flags_val_rising_against_a_slowly_falling_train():
+    # Over the tail both fell (val by 30%), but now train barely moves (P_5 about 1 per mille)
+    # while val has risen 3% (GL): per unit of training progress, that is a lot.
+    train = [0.2] * 20 + [0.2 * (1 - 0.03 * i) for i in range(1, 13)]
+    train += [train[-1] * (1 - 0.0005 * i) for i in range(1, 9)]
+    val = [0.2] * 20 + [0.2 * (1 - 0.025 * i) for i in range(1, 13)]
+    val += [val[-1] * (1 + 0.006 * i) for i in range(1, 9)]
+    only_pq = Thresholds(gap_growth=10.0, gl_max=50.0)
+    v = diagnose(curves_of(train, val), FINISHED, only_pq)
+    assert v.verdict == "overfitting", v.reasons
+    assert v.numbers["pq"] >= only_pq.pq_max and any("PQ" in r for r in v.reasons)
+    off = Thresholds(gap_growth=10.0, gl_max=50.0, pq_max=100.0)
+    assert diagnose(curves_of(train, val), FINISHED, off).verdict == "good"
+    assert training_progress([1.0, 1.0, 1.0], 3) == 0.0
+    assert training_progress([1.2, 1.1, 1.0], 3) == pytest.approx(100.0)
+
+
+def test_pruned_runs_are_pruned_and_their_reasons_read_the_curve():
+    stop = Stop(BY_SWEEP, "pruned by the local engine's early termination after 8 of 50 epochs")
     train, val = epoch_losses("good", 8)
-    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, GOOD_CONTEXT, stopped_early=True)
-    assert v.verdict == "good" and v.reasons[0].startswith("stopped early after 8 epochs")
+    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, GOOD_CONTEXT, stop=stop)
+    assert v.verdict == "pruned" and v.reasons[0] == stop.why
+    assert (
+        v.reasons[1] == "its curve so far reads as good" and v.numbers["curve_reads_as"] == "good"
+    )
+    config = {"max_epochs": 50, "kl_weight": 1e-6, "lr": 1e-3}
+    assert not any("max_epochs" in r for r in remedies("pruned", config, v.numbers))
+    # Pruned after 2 epochs, or killed after the SIGTERM (no exit record): still pruned.
+    short = diagnose(epoch_curves(*rows(train[:2], val[:2])), FINISHED, TH, stop=stop)
+    assert short.verdict == "pruned" and "too few to read a trend" in short.reasons[1]
+    assert diagnose(epoch_curves(*rows(train, val)), CRASHED, TH, stop=stop).verdict == "pruned"
+    assert "pruned" in VERDICTS
+
+
+def test_runs_a_user_stopped_are_judged_by_their_curve():
+    stop = Stop(BY_USER, "stopped by SIGTERM after 8 of 50 epochs, in no sweep: stopped by a user")
+    train, val = epoch_losses("good", 8)
+    v = diagnose(epoch_curves(*rows(train, val)), FINISHED, TH, GOOD_CONTEXT, stop=stop)
+    assert v.verdict == "good" and v.reasons[0] == stop.why and v.numbers["still_improving"]
+    assert remedies("good", {"max_epochs": 50}, v.numbers) == []
+    short = diagnose(epoch_curves(*rows(train[:2], val[:2])), FINISHED, TH, stop=stop)
+    assert short.verdict == "insufficient" and short.reasons[0] == stop.why
+    assert remedies("insufficient", {"max_epochs": 2}, short.numbers) == []
+
+
+@pytest.mark.parametrize("kl_dominates", [True, False])
+@pytest.mark.parametrize("cause", ["kl", "slow", "capacity"])
+def test_no_remedy_pushes_kl_weight_the_wrong_way(kl_dominates, cause):
+    config = {"kl_weight": 0.5, "lr": 1e-3, "channels": [8], "num_res_blocks": 1, "augment": True}
+    numbers = {"kl_dominates": kl_dominates, "kl_share": 0.6, "cause": cause}
+    under = " ".join(remedies("underfitting", config, numbers))
+    over = " ".join(remedies("overfitting", config, numbers))
+    assert "raise kl_weight" not in under and "lower kl_weight" not in over
+    assert ("lower kl_weight from 0.5 to 0.005" in under) == (cause == "kl")
+
+
+def test_thresholds_are_checked():
+    with pytest.raises(ConfigError):
+        Thresholds(tail=0.0)
+    with pytest.raises(ConfigError):
+        Thresholds(near_trivial=1.5)
+    with pytest.raises(ConfigError):
+        Thresholds(trend_z=-1.0)
+
+
+# --- judge: who stopped a run, references from the summary, siblings on the same data ----------
+
+
+def finished_run(run_id: str, shape: str, **kw) -> RunRecord:
+    train, val = epoch_losses(shape, 12)
+    t_rows, v_rows = rows(train, val)
+    config = {"max_epochs": 12, "kl_weight": 1e-6, **kw.pop("config", {})}
+    return RunRecord(run_id, state=FINISHED, exit_code=0, train=t_rows, val=v_rows,
+                     config=config, **kw)  # fmt: skip
+
+
+def stopped(**kw) -> dict:
+    return {M.SUMMARY_STATUS: M.STATUS_STOPPED, **kw}
+
+
+@pytest.mark.parametrize(
+    ("fields", "by"),
+    [
+        ({"engine_state": "PRUNED"}, BY_SWEEP),
+        ({"engine_state": "PRUNED", "summary": {}}, BY_SWEEP),
+        ({"summary": stopped(), "sweep_id": "abcd1234"}, BY_SWEEP),
+        ({"summary": stopped(), "sweep_id": "abcd1234", "engine_state": "COMPLETE"}, BY_USER),
+        ({"summary": stopped()}, BY_USER),
+        ({"summary": {M.SUMMARY_STATUS: M.STATUS_FINISHED}, "sweep_id": "abcd1234"}, None),
+    ],
+)
+def test_who_stopped_a_run(fields, by):
+    run = RunRecord("r1", config={"max_epochs": 50}, **fields)
+    stop = judge.stop_of(run, 6)
+    assert (stop.by if stop else None) == by
+    if stop:
+        assert "after 6 of 50 epochs" in stop.why
+    # Stopped after its last epoch: nothing was cut short.
+    assert judge.stop_of(RunRecord("r2", config={"max_epochs": 6}, summary=stopped(),
+                                   sweep_id="abcd1234"), 6) is None  # fmt: skip
+
+
+def test_judge_counts_pruned_runs_apart_and_reads_references_from_the_summary():
+    refs = {M.SUMMARY_INIT_VAL_RECON: 0.7, M.SUMMARY_TRIVIAL_VAL_RECON: 0.5}
+    runs = [
+        finished_run("good", "good", summary=dict(refs)),
+        finished_run("pruned", "good", engine_state="PRUNED", summary=stopped(**refs)),
+        # Alone in a sweep of one, its plateau is still high against its own references.
+        finished_run("under", "underfitting", summary=dict(refs)),
+    ]
+    rows_by_id = {j.row["run_id"]: j.row for j in judge.judge(runs, TH)}
+    assert {k: r["verdict"] for k, r in rows_by_id.items()} == {
+        "good": "good", "pruned": "pruned", "under": "underfitting"}  # fmt: skip
+    assert rows_by_id["under"]["numbers"]["vs_trivial"] == pytest.approx(0.62 / 0.5, rel=1e-3)
+    only = judge.judge([finished_run("under", "underfitting", summary=dict(refs))], TH)
+    assert only[0].row["verdict"] == "underfitting"
+
+
+def test_siblings_count_only_on_the_same_data():
+    # Without references, a run is high only against runs on the same data and loss.
+    mni = {"data_source": "mni152"}
+    runs = [
+        finished_run("a", "underfitting"),
+        finished_run("b", "good", config=mni),
+        finished_run("c", "good", config=mni),
+    ]
+    verdicts = {j.row["run_id"]: j.row["verdict"] for j in judge.judge(runs, TH)}
+    assert verdicts == {"a": "good", "b": "good", "c": "good"}
+    runs.append(finished_run("d", "good"))
+    verdicts = {j.row["run_id"]: j.row["verdict"] for j in judge.judge(runs, TH)}
+    assert verdicts["a"] == "underfitting"

@@ -16,8 +16,9 @@ Prior art the rules follow:
 Trends are read over the run's ``tail`` (its second half by default, where the first fast fall
 is over), never a fixed handful of epochs: a robust slope of the log-loss (the median of the
 slopes between epochs half the tail apart) gives the relative change over the tail, and a change
-is real only when it exceeds ``trend_z`` times the curve's own epoch-to-epoch noise (1.4826 x
-the median absolute deviation of the residuals around that slope).
+is real only when it exceeds ``trend_z`` times the curve's own epoch-to-epoch noise (from the
+median absolute deviation of its second differences; unknown under 5 epochs, when no change
+counts as real).
 
 Verdicts are checked in this order; the first that applies wins:
 1. ``diverged``: the run says so (summary ``diverged``/``status``, exit status 3), a loss is
@@ -27,10 +28,10 @@ Verdicts are checked in this order; the first that applies wins:
 3. ``crashed``: the run did not finish (no exit record and not written to any more, a non-zero
    exit, preempted and never resumed). A run still being written is ``insufficient``.
 4. ``insufficient``: fewer than ``min_epochs`` validated epochs.
-5. ``overfitting``: train really falls over the tail, by ``train_fall_min`` or more, while
-   validation rises (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (its fall is not real, or
-   below ``val_share`` of train's), or the curves stop being parallel (the val/train gap grows
-   ``gap_growth`` times over the tail).
+5. ``overfitting``: train really falls over the tail, by ``train_fall_min`` or more, the curves
+   really part (the val/train gap grows beyond both curves' noise), and validation rises
+   (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (falls less than ``val_share`` of train's
+   fall), or the gap grows ``gap_growth`` times over the tail.
 6. ``underfitting``: the best validation loss is high against the run's own references (at least
    ``near_trivial`` x the trivial reconstruction's loss, or less than ``min_progress`` below its
    loss before training) or the ``baseline``; for runs without references, high against the
@@ -66,6 +67,8 @@ BY_SWEEP, BY_USER = "sweep", "user"
 CAUSE_KL, CAUSE_SLOW, CAUSE_CAPACITY = "kl", "slow", "capacity"
 # Robust standard deviation from a median absolute deviation (normal noise).
 MAD_TO_SIGMA = 1.4826
+# Second differences needed to estimate a curve's noise (a tail of 5 epochs gives 3).
+MIN_BENDS = 3
 
 
 def _t(default: float | None, help: str) -> Any:
@@ -77,7 +80,7 @@ class Thresholds:
     """Every number the verdicts use. Each is a ``--<name>`` option of ``analysis report``."""
 
     min_epochs: int = _t(3, "fewer validated epochs than this -> insufficient")
-    tail: float = _t(0.5, "share of the run, at its end, over which trends are read (>= 3 epochs)")
+    tail: float = _t(0.5, "share of the run, at its end, over which trends are read (>= 5 epochs)")
     trend_z: float = _t(3.0, "a change over the tail is real from this many times the noise")
     strip: int = _t(5, "Prechelt's strip: epochs whose median is a level (GL) and train's P_k")
     gl_max: float = _t(5.0, "generalisation loss GL (percent above the best val) -> val rises")
@@ -89,7 +92,7 @@ class Thresholds:
     gap_growth: float = _t(1.25, "the val/train gap growing this many times over the tail")
     slow_drop: float = _t(0.1, "val falling by less than this share over the tail = slow")
     near_trivial: float = _t(
-        0.8, "best val this many times the trivial reconstruction's (mean image) = high"
+        0.85, "best val this many times the trivial reconstruction's (mean image) = high"
     )
     min_progress: float = _t(
         0.5, "best val less than this share below the run's start (before training) = high"
@@ -203,6 +206,8 @@ class Trend:
 
     def words(self) -> str:
         moved = "fell" if self.change < 0 else "rose"
+        if not math.isfinite(self.noise):
+            return f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last} (too few epochs to measure its noise)"
         real = "real" if self.real else "within the noise"
         return (
             f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last}"
@@ -283,7 +288,9 @@ def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | N
     """Robust trend of ``values`` (all of them: pass the tail): None under 3 positive values.
 
     The slope of log(value) is the median of the slopes between points half the series apart
-    (a Theil-Sen estimate in linear time); the noise is the robust spread of the residuals.
+    (a Theil-Sen estimate in linear time). The noise is the epoch-to-epoch noise: from the
+    second differences, which a smooth curve's slope and bend do not inflate (for white noise
+    of spread s they spread s x sqrt(6)), via their median absolute deviation.
     """
     pts = [(e, math.log(v)) for e, v in zip(epochs, values, strict=True) if v > 0 and v < math.inf]
     m = len(pts)
@@ -293,10 +300,12 @@ def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | N
     slope = statistics.median(
         (pts[i + h][1] - pts[i][1]) / (pts[i + h][0] - pts[i][0]) for i in range(m - h)
     )
-    intercept = statistics.median(y - slope * x for x, y in pts)
-    residuals = [y - intercept - slope * x for x, y in pts]
-    centre = statistics.median(residuals)
-    noise = MAD_TO_SIGMA * statistics.median(abs(r - centre) for r in residuals)
+    bends = [pts[i + 1][1] - 2 * pts[i][1] + pts[i - 1][1] for i in range(1, m - 1)]
+    if len(bends) < MIN_BENDS:
+        noise = math.inf  # unknown: no change can be told from it
+    else:
+        centre = statistics.median(bends)
+        noise = MAD_TO_SIGMA * statistics.median(abs(b - centre) for b in bends) / math.sqrt(6)
     log_change = slope * (pts[-1][0] - pts[0][0])
     return Trend(
         pts[0][0], pts[-1][0], math.expm1(log_change), math.expm1(noise), log_change, noise, z
@@ -410,7 +419,7 @@ def _read_curve(
 ) -> Verdict:
     """Overfitting, underfitting or good, from a curve of at least ``min_epochs`` epochs."""
     n = len(curves.epochs)
-    size = min(n, max(3, round(th.tail * n)))
+    size = min(n, max(MIN_BENDS + 2, round(th.tail * n)))
     epochs = curves.epochs[-size:]
     val_t = trend(epochs, curves.val[-size:], th.trend_z)
     train_t = trend(epochs, curves.train[-size:], th.trend_z)
@@ -490,8 +499,14 @@ def _gap(curves: Curves, tail_epochs: list[int]) -> str:
 def _overfitting(
     train_t: Trend, val_t: Trend, growth: float, gl: float, pq: float, k: int, th: Thresholds
 ) -> list[str]:
-    """Reasons for overfitting (empty when it is not): train falls while val does not follow."""
+    """Reasons for overfitting (empty when it is not): train falls while val does not follow.
+
+    Both the fall of train and the parting of the curves must be real (beyond their noise).
+    """
     if not (train_t.falls() and train_t.fall >= th.train_fall_min):
+        return []
+    parting = math.log(growth)
+    if parting <= th.trend_z * math.hypot(train_t.log_noise, val_t.log_noise):
         return []
     why = []
     if math.isfinite(gl) and gl >= th.gl_max:
@@ -504,10 +519,10 @@ def _overfitting(
             f"val rises against train's progress: PQ = GL {gl:.1f}% / P_{k} {gl / pq:.1f}"
             f" = {pq:.2f} (>= {th.pq_max:g})"
         )
-    if not val_t.falls() or val_t.fall < th.val_share * train_t.fall:
+    if val_t.fall < th.val_share * train_t.fall:
         why.append(
-            f"val stagnates while train still falls (val's fall is not real, or below"
-            f" {_pct(th.val_share)} of train's {_pct(train_t.fall)})"
+            f"val stagnates while train still falls (val's change is below"
+            f" {_pct(th.val_share)} of train's {_pct(train_t.fall)} fall)"
         )
     if growth >= th.gap_growth:
         why.append(f"the curves are no longer parallel: the gap grew {growth:.2f}x")

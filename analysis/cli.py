@@ -127,42 +127,48 @@ def main(argv: list[str] | None) -> int:
     # Imported here so that a bad argument fails fast, before matplotlib and Optuna load.
     from analysis import judge, report
 
+    out = args.out or _default_out(kind, where, sweep)
+    report.check_out(out)
     # The report's heavy imports load while the runs are read (that waits on subprocesses).
     threading.Thread(target=_warm_imports, daemon=True).start()
-    handles = None
+    handles, local, unreadable = None, [], []
     if kind == "folder":
+        from analysis import engine
         from analysis.offline import read_folder
 
-        runs, notes = read_folder(Path(where), sweep, args.workers, args.running_window)
-        from analysis import engine
-
+        runs, notes, unreadable = read_folder(Path(where), sweep, args.workers, args.running_window)
         local, more = engine.read_sweeps(
             engine.storage_url(args.storage),
             {r.sweep_id for r in runs if r.sweep_id},
             explicit=args.storage is not None,
         )
         engine.attach(runs, local)
-        for note in notes + more:
-            print(f"note: {note}")
+        notes += more
+        label = report.sweep_label(runs, local, Path(where).name)
         fetch = report.copy_local
     else:
         from analysis import wandb_api
 
         runs, handles = wandb_api.read_sweep(str(where), workers=args.workers or 8)
+        notes = []
+        entity, project, sweep_id = wandb_api.split_path(str(where))
+        label = report.SweepLabel(f"{sweep_id} in {entity}/{project}", sweep_id)
         fetch = wandb_api.media_fetcher(handles)
+    for note in notes:
+        print(f"note: {note}")
+    for u in unreadable:
+        print(f"unreadable: {u.source}: {u.reason}")
     judged = judge.judge(runs, th)
     if handles is not None:
         for j in [j for j in judged if j.run.state == "finished"][: report.TRIPLET_RUNS]:
             wandb_api.load_triplet_refs(handles, j.run)
-    out = args.out or _default_out(kind, where, sweep)
-    title = sweep or (str(where) if kind == "api" else Path(where).name)
-    report.write_report(judged, out, title, th, top=args.top, fetch=fetch)
+    report.write_report(
+        judged, out, label, th, top=args.top, fetch=fetch, engine=local,
+        unreadable=unreadable, notes=notes,
+    )  # fmt: skip
     if args.tag:
         wandb_api.tag_verdicts(handles, {j.row["run_id"]: j.row["verdict"] for j in judged})
-    counts = {}
-    for j in judged:
-        counts[j.row["verdict"]] = counts.get(j.row["verdict"], 0) + 1
-    print(f"{len(judged)} runs: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    print(report.counts_line([j.row for j in judged], unreadable))
     print(
         f"report: {out / 'report.html'} (also report.md, verdicts.json, verdicts.csv, next_sweep.yaml)"
     )

@@ -29,6 +29,7 @@ from analysis.records import (
     PREEMPTED,
     RUNNING,
     RunRecord,
+    Unreadable,
     merge,
 )
 from contract import metrics as M
@@ -80,10 +81,15 @@ def inspect_command(run_file: Path, core: str | None) -> list[str]:
     return [wandb_cli, "leet", "inspect", "--json", str(run_file)]
 
 
+class UnreadableRun(Exception):
+    """W&B's reader refused a run file (corrupt or not a W&B log)."""
+
+
 def read_raw(run_file: Path, core: str | None) -> str:
     proc = subprocess.run(inspect_command(run_file, core), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"{run_file}: wandb leet inspect failed: {proc.stderr.strip()[:200]}")
+        first = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
+        raise UnreadableRun(f"wandb leet inspect failed: {first[:200]}")
     return proc.stdout
 
 
@@ -198,11 +204,25 @@ def read_file(run_file: Path, core: str | None, now: float, running_window_s: fl
     return parse_records(read_raw(run_file, core).splitlines(), run_file, now, running_window_s)
 
 
+def read_or_why(
+    run_file: Path, core: str | None, now: float, running_window_s: float
+) -> RunRecord | Unreadable:
+    """The run, or why it cannot be read: one bad file must not hide the other runs."""
+    try:
+        return read_file(run_file, core, now, running_window_s)
+    except UnreadableRun as exc:
+        return Unreadable(str(run_file), str(exc))
+    # Malformed records from the reader (bad JSON, a record without its fields) or a file
+    # removed while the folder was read: the run's data, not the analysis, is at fault.
+    except (ValueError, KeyError, OSError) as exc:
+        return Unreadable(str(run_file), f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
 def read_folder(
     root: Path, sweep: str | None = None, workers: int = 0, running_window_s: float = 120.0
-) -> tuple[list[RunRecord], list[str]]:
+) -> tuple[list[RunRecord], list[str], list[Unreadable]]:
     """Every run under ``root`` (pieces of a resumed run merged), optionally of one sweep;
-    and notes on what was left out."""
+    notes on what was left out; and the run files that could not be read."""
     files = find_run_files(root)
     if not files:
         raise UserError(f"{root}: no W&B runs found (no offline-run-*/run-*.wandb under it)")
@@ -210,7 +230,14 @@ def read_folder(
     now = time.time()
     workers = workers or default_workers()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pieces = list(pool.map(lambda f: read_file(f, core, now, running_window_s), files))
+        read = list(pool.map(lambda f: read_or_why(f, core, now, running_window_s), files))
+    unreadable = [r for r in read if isinstance(r, Unreadable)]
+    pieces = [r for r in read if isinstance(r, RunRecord)]
+    if not pieces:
+        u = unreadable[0]
+        raise UserError(
+            f"{root}: none of its {len(files)} W&B run files could be read ({u.source}: {u.reason})"
+        )
     by_id: dict[str, list[RunRecord]] = {}
     # Folder names hold the start time, so sorting by it puts resumed pieces in order.
     for piece in sorted(pieces, key=lambda r: _started(Path(r.sources[0]).name)):
@@ -227,7 +254,9 @@ def read_folder(
             notes.append(
                 f"{unknown} run(s) with an empty log (killed before W&B wrote it) left out: their sweep is unknown"
             )
-    return runs, notes
+        if unreadable:
+            notes.append(f"{len(unreadable)} unreadable run file(s) listed: their sweep is unknown")
+    return runs, notes, unreadable
 
 
 def _started(folder: str) -> str:

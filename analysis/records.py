@@ -70,6 +70,14 @@ def _reference(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+@dataclass
+class Unreadable:
+    """A run that could not be read: where it is and why. The other runs are still reported."""
+
+    source: str
+    reason: str
+
+
 def merge(parts: list[RunRecord]) -> RunRecord:
     """One record from the pieces of a run resumed after preemption (same run id).
 

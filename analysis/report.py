@@ -1,35 +1,44 @@
-"""Write the report folder: verdicts.json/.csv, report.md, report.html (self-contained),
-plots/, triplets/ and next_sweep.yaml."""
+"""Write the report folder: verdicts.json/.csv, report.md and report.html (one section model,
+rendered twice; the HTML is self-contained), plots/, triplets/ and next_sweep.yaml."""
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from analysis import document as doc
 from analysis import plots
 from analysis.diagnose import VERDICTS, Thresholds
 from analysis.importance import importance
 from analysis.judge import Judged, swept_params
 from analysis.next_sweep import next_sweep
-from analysis.records import FINISHED, RunRecord
+from analysis.records import FINISHED, RunRecord, Unreadable
 from contract import metrics as M
 from contract.config import DEFAULTS
+from contract.errors import UserError
+
+if TYPE_CHECKING:  # the engine reader loads Optuna: only where a local sweep is read
+    from analysis.engine import EngineSweep
 
 CSV_FIELDS = [
-    "rank", "run_id", "name", "sweep_id", "state", "exit_code", "verdict", "epochs",
-    "best_val_recon_loss", "final_val_recon_loss", "final_train_recon_loss",
+    "rank", "run_id", "name", "sweep_id", "state", "exit_code", "engine_state", "engine_reason",
+    "verdict", "epochs", "best_val_recon_loss", "final_val_recon_loss", "final_train_recon_loss",
     "reasons", "remedies", "slow_epochs", "config",
 ]  # fmt: skip
 TRIPLET_RUNS = 3
+# Verdicts of a run that ran its course and can be trusted as "the best run". Crashed, diverged,
+# pruned or too short runs never are, whatever their loss.
+HEALTHY = ("good", "overfitting", "underfitting")
+# The early termination's verdict, counted apart from the runs that ran their course.
+PRUNED = "pruned"
 
 # Fetches one triplet image of a run into a file; returns the file, or None if unavailable.
 MediaFetcher = Callable[[RunRecord, str, Path], "Path | None"]
@@ -44,6 +53,58 @@ def copy_local(run: RunRecord, ref: str, dest: Path) -> Path | None:
 
 def _fmt(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else ("" if x is None else str(x))
+
+
+@dataclass
+class SweepLabel:
+    """What the report is about: the sweep's name and id, from the runs and the engine."""
+
+    heading: str  # "smoke (ab12cd34)"
+    slug: str  # a short name for the next sweep: "smoke"
+
+
+def sweep_label(
+    runs: Sequence[RunRecord], engine: Sequence[EngineSweep], fallback: str
+) -> SweepLabel:
+    names = {sw.sweep_id: sw.name for sw in engine}
+    ids = sorted({r.sweep_id for r in runs if r.sweep_id})
+
+    def one(sweep_id: str) -> str:
+        name = names.get(sweep_id)
+        return f"{name} ({sweep_id})" if name and name != sweep_id else sweep_id
+
+    if not ids:
+        return SweepLabel(f"runs in {fallback} (no sweep id)", fallback)
+    if len(ids) == 1:
+        return SweepLabel(one(ids[0]), names.get(ids[0]) or ids[0])
+    return SweepLabel(f"{len(ids)} sweeps: " + ", ".join(map(one, ids)), fallback)
+
+
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The lowest best validation loss among finished runs with a healthy verdict."""
+    return next(
+        (
+            r
+            for r in rows
+            if r["state"] == FINISHED
+            and r["verdict"] in HEALTHY
+            and r.get("engine_state") in (None, "COMPLETE")
+            and r["best_val_recon_loss"] is not None
+        ),
+        None,
+    )
+
+
+def counts_line(rows: list[dict[str, Any]], unreadable: Sequence[Unreadable] = ()) -> str:
+    """``10 runs: 4 good, 1 overfitting; 5 pruned; 1 unreadable``: pruned runs counted apart."""
+    counts = Counter(r["verdict"] for r in rows)
+    order = [v for v in VERDICTS if v != PRUNED] + sorted(set(counts) - set(VERDICTS) - {PRUNED})
+    parts = [", ".join(f"{counts[v]} {v}" for v in order if counts[v])]
+    if counts[PRUNED]:
+        parts.append(f"{counts[PRUNED]} pruned by early termination")
+    if unreadable:
+        parts.append(f"{len(unreadable)} unreadable")
+    return f"{len(rows)} runs: " + "; ".join(p for p in parts if p)
 
 
 def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> list[dict[str, Any]]:
@@ -75,16 +136,41 @@ def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> l
     return shown
 
 
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder or a place where one can be made: one line otherwise."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is not a folder")
+            break
+
+
 def write_report(
     judged: list[Judged],
     out: Path,
-    title: str,
+    label: SweepLabel,
     th: Thresholds,
     top: int = 12,
     fetch: MediaFetcher = copy_local,
+    engine: Sequence[EngineSweep] = (),
+    unreadable: Sequence[Unreadable] = (),
+    notes: Sequence[str] = (),
 ) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plots").mkdir(exist_ok=True)
+    check_out(out)
+    try:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+        _write(judged, out, label, th, top, fetch, engine, unreadable, notes)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise UserError(
+            f"--out {out}: cannot write the report: {exc.strerror or exc}{where}"
+        ) from None
+    return out
+
+
+def _write(judged, out, label, th, top, fetch, engine, unreadable, notes) -> None:
     rows = [j.row for j in judged]
     params = swept_params(rows)
 
@@ -93,45 +179,39 @@ def write_report(
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow(
-                {
-                    **r,
-                    **{
-                        k: json.dumps(r[k])
-                        for k in ("reasons", "remedies", "slow_epochs", "config")
-                    },
-                }
-            )
+            listed = ("reasons", "remedies", "slow_epochs", "config")
+            w.writerow({**r, **{k: json.dumps(r[k]) for k in listed}})
 
     imps, imp_note = importance(rows, params)
+    plot_dir = out / "plots"
     figures = [
-        ("Training vs validation loss", plots.loss_curves(judged, out / "plots", top)),
-        ("Ranking", plots.ranking(judged, out / "plots", top)),
-        ("Best validation loss against each swept hyperparameter", plots.params_vs_loss(judged, params, out / "plots")),
-        ("Time per epoch", plots.time_per_epoch(judged, out / "plots")),
+        ("Training vs validation loss", plots.loss_curves(judged, plot_dir, top)),
+        ("Ranking", plots.ranking(judged, plot_dir, top)),
+        ("Swept values against the best validation loss (parallel coordinates)",
+         plots.parallel_coordinates(judged, params, plot_dir)),
+        ("Best validation loss against each swept hyperparameter",
+         plots.params_vs_loss(judged, params, plot_dir)),
+        ("Time per epoch", plots.time_per_epoch(judged, plot_dir)),
+        ("fANOVA importance of each swept hyperparameter",
+         plots.importance_bars(imps, plot_dir) if imps else None),
     ]  # fmt: skip
-    if imps:
-        figures.append(
-            (
-                "fANOVA importance of each swept hyperparameter",
-                plots.importance_bars(imps, out / "plots"),
-            )
-        )
-    figures = [(t, p) for t, p in figures if p]
+    figures = [(t, p.relative_to(out).as_posix()) for t, p in figures if p]
     triplets = triplet_evolution(judged, out, fetch)
 
-    sweep_cfg, sweep_notes = next_sweep(rows, params, f"next-{title}")
+    sweep_cfg, sweep_notes = next_sweep(rows, params, f"next-{label.slug}")
     sweep_notes += _check_sweep(sweep_cfg)
     (out / "next_sweep.yaml").write_text(
-        "# Next sweep, from the analysis of " + title + ":\n"
+        "# Next sweep, from the analysis of " + label.heading + ":\n"
         + "".join(f"# - {n}\n" for n in sweep_notes)
         + yaml.safe_dump(sweep_cfg, sort_keys=False)
     )  # fmt: skip
 
-    sections = _sections(rows, params, imps, imp_note, th, sweep_notes)
-    (out / "report.md").write_text(_markdown(title, sections, figures, triplets))
-    (out / "report.html").write_text(_html(title, sections, figures, triplets, out))
-    return out
+    title = f"Sweep report: {label.heading}"
+    sections = build_sections(
+        rows, params, imps, imp_note, th, sweep_notes, figures, triplets, engine, unreadable, notes
+    )
+    (out / "report.md").write_text(doc.to_markdown(title, sections))
+    (out / "report.html").write_text(doc.to_html(title, sections, out))
 
 
 def _check_sweep(cfg: dict[str, Any]) -> list[str]:
@@ -150,143 +230,143 @@ def _who(row: dict[str, Any]) -> str:
     return row["run_id"] if row["name"] == row["run_id"] else f"{row['name']} ({row['run_id']})"
 
 
-def _sections(rows, params, imps, imp_note, th, sweep_notes) -> dict[str, Any]:
-    counts = Counter(r["verdict"] for r in rows)
-    best = next((r for r in rows if r["best_val_recon_loss"] is not None), None)
-    summary = [f"{len(rows)} runs: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])]
-    if best:
-        summary.append(
-            f"best run: {_who(best)}, best {M.VAL_RECON}"
-            f" {best['best_val_recon_loss']:.4g}, verdict {best['verdict']}"
-        )
-        # The swept values, then what else differs from the trainer's defaults: the rest is noise.
-        shown = [p for p in params if p in best["config"]] + sorted(
-            k for k, v in best["config"].items() if k not in params and DEFAULTS.get(k, v) != v
-        )
-        summary.append(
-            "best config: "
-            + ", ".join(f"{k}={json.dumps(best['config'][k])}" for k in shown)
-            + " (every other key: the trainer's default)"
-        )
-    ranking = [
-        [r["rank"], r["name"], r["run_id"], r["state"], r["verdict"], r["epochs"], _fmt(r["best_val_recon_loss"]),
-         _fmt(r["final_val_recon_loss"]), _fmt(r["final_train_recon_loss"]),
-         ", ".join(f"{p}={json.dumps(r['config'].get(p))}" for p in params)]
-        for r in rows
-    ]  # fmt: skip
-    detail = [
-        (r, [*r["reasons"]], r["remedies"], [f"epoch {s['epoch']}: {s['time_per_epoch']:.3g} s ({s['x_median']:.1f}x the median)" for s in r["slow_epochs"]])
-        for r in rows
-    ]  # fmt: skip
-    thresholds = [(k, getattr(th, k)) for k in th.__dataclass_fields__]
-    return {
-        "summary": summary,
-        "ranking": ranking,
-        "detail": detail,
-        "importance": (imps, imp_note),
-        "thresholds": thresholds,
-        "next": sweep_notes,
-    }
-
-
-RANK_HEAD = [
-    "rank",
-    "name",
-    "run",
-    "state",
-    "verdict",
-    "epochs",
-    "best val",
-    "final val",
-    "final train",
-    "swept values",
-]
-
-
-def _markdown(title, s, figures, triplets) -> str:
-    md = [f"# Sweep report: {title}", "", "## Summary", *[f"- {x}" for x in s["summary"]], ""]
-    md += ["## Ranking", "", "| " + " | ".join(RANK_HEAD) + " |", "|" + "---|" * len(RANK_HEAD)]
-    md += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in s["ranking"]]
-    md += ["", "## Figures", ""]
-    md += [f"### {t}\n\n![{t}]({p.relative_to(p.parent.parent).as_posix()})\n" for t, p in figures]
-    imps, note = s["importance"]
-    md += ["## Hyperparameter importance", "", note, ""]
-    if imps:
-        md += [f"- {k}: {v:.3f}" for k, v in imps.items()] + [""]
-    md += ["## Verdicts, reasons and remedies", ""]
-    for r, reasons, remedies, slow in s["detail"]:
-        md.append(f"### #{r['rank']} {_who(r)}: {r['verdict']}")
-        md += [f"- {x}" for x in reasons]
-        md += [f"- remedy: {x}" for x in remedies]
-        md += [f"- slowdown: {x}" for x in slow]
-        md.append("")
-    md += ["## Triplets evolution (best runs; first, middle and last epoch)", ""]
-    for t in triplets:
-        md.append(
-            f"**#{t['rank']} {t['name']}**: "
-            + " ".join(f"![epoch {i['epoch']}]({i['path']})" for i in t["images"])
-        )
-        md.append("")
-    if not triplets:
-        md += ["No triplet images were logged by the finished runs.", ""]
-    md += ["## Next sweep", "", "`next_sweep.yaml`:", *[f"- {x}" for x in s["next"]], ""]
-    md += ["## Thresholds", "", *[f"- `{k}` = {v}" for k, v in s["thresholds"]], ""]
-    return "\n".join(md)
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}">'
-
-
-def _html(title, s, figures, triplets, out: Path) -> str:
-    e = html.escape
-    h = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Sweep report: {e(title)}</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}",
-        "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}.v{font-weight:bold}",
-        ".trip img{height:96px;image-rendering:pixelated;margin-right:8px}",
-        f"</style></head><body><h1>Sweep report: {e(title)}</h1><h2>Summary</h2><ul>",
-        *[f"<li>{e(x)}</li>" for x in s["summary"]],
-        "</ul><h2>Ranking</h2><table><tr>"
-        + "".join(f"<th>{e(c)}</th>" for c in RANK_HEAD)
-        + "</tr>",
+def _best_lines(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
+    best = best_run(rows)
+    if best is None:
+        counts = Counter(f"{r['state']}/{r['verdict']}" for r in rows)
+        found = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        return [
+            "best run: none: no run finished with a healthy verdict ("
+            + ", ".join(HEALTHY)
+            + f"); state/verdict of the runs: {found or 'no runs'}"
+        ]
+    lines = [
+        f"best run: {_who(best)}, best {M.VAL_RECON} {best['best_val_recon_loss']:.4g}, "
+        f"verdict {best['verdict']} (the lowest among finished runs with a healthy verdict)"
     ]
-    for row in s["ranking"]:
-        color = plots.COLORS.get(row[4], "#000")
-        cells = [f"<td>{e(str(c))}</td>" for c in row]
-        cells[4] = f"<td class='v' style='color:{color}'>{e(row[4])}</td>"
-        h.append("<tr>" + "".join(cells) + "</tr>")
-    h.append("</table><h2>Figures</h2>")
-    for t, p in figures:
-        h.append(f"<h3>{e(t)}</h3>{_img(p)}")
-    imps, note = s["importance"]
-    h.append(f"<h2>Hyperparameter importance</h2><p>{e(note)}</p>")
-    if imps:
-        h.append("<ul>" + "".join(f"<li>{e(k)}: {v:.3f}</li>" for k, v in imps.items()) + "</ul>")
-    h.append("<h2>Verdicts, reasons and remedies</h2>")
-    for r, reasons, remedies, slow in s["detail"]:
-        color = plots.COLORS.get(r["verdict"], "#000")
-        h.append(
-            f"<h3>#{r['rank']} {e(_who(r))}: <span style='color:{color}'>{e(r['verdict'])}</span></h3><ul>"
+    lower = [r for r in rows if r["rank"] < best["rank"]]
+    if lower:
+        passed = ", ".join(f"{_who(r)} ({r['verdict']})" for r in lower[:5])
+        lines.append(f"lower losses, but not finished and healthy: {passed}")
+    # The swept values, then what else differs from the trainer's defaults: the rest is noise.
+    shown = [p for p in params if p in best["config"]] + sorted(
+        k for k, v in best["config"].items() if k not in params and DEFAULTS.get(k, v) != v
+    )
+    lines.append(
+        "best config: "
+        + ", ".join(f"{k}={json.dumps(best['config'][k])}" for k in shown)
+        + " (every other key: the trainer's default)"
+    )
+    return lines
+
+
+def _engine_section(engine: Sequence[EngineSweep], rows: list[dict[str, Any]]) -> doc.Section:
+    seen = {r["run_id"] for r in rows}
+    blocks: list[doc.Block] = []
+    for sw in engine:
+        states = Counter(t.state for t in sw.trials if not t.void)
+        reasons = Counter(t.reason for t in sw.trials if t.reason and not t.void)
+        blocks.append(
+            doc.Text(
+                f"Sweep {sw.name} ({sw.sweep_id}) in {sw.storage}: {len(sw.trials)} trials: "
+                + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+                + (
+                    "; reasons: " + ", ".join(f"{n} {r}" for r, n in reasons.items())
+                    if reasons
+                    else ""
+                )
+            )
         )
-        h += [f"<li>{e(x)}</li>" for x in reasons]
-        h += [f"<li><b>remedy</b>: {e(x)}</li>" for x in remedies]
-        h += [f"<li><b>slowdown</b>: {e(x)}</li>" for x in slow]
-        h.append("</ul>")
-    h.append("<h2>Triplets evolution (best runs; first, middle and last epoch)</h2>")
-    for t in triplets:
-        imgs = "".join(
-            f"<figure style='display:inline-block'>{_img(out / i['path'])}<figcaption>epoch {i['epoch']}</figcaption></figure>"
-            for i in t["images"]
+        blocks.append(
+            doc.Table(
+                ["trial", "state", "run", "reason", "exit code", "value", "retry of", "run read"],
+                [
+                    [
+                        str(t.number),
+                        t.state,
+                        t.run_id or "",
+                        t.reason or "",
+                        _fmt(t.exit_code),
+                        _fmt(t.value),
+                        _fmt(t.retry_of),
+                        "yes" if t.run_id in seen else "no W&B run found",
+                    ]
+                    for t in sorted(sw.trials, key=lambda t: t.number)
+                ],
+            )  # fmt: skip
         )
-        h.append(f"<div class='trip'><p><b>#{t['rank']} {e(t['name'])}</b></p>{imgs}</div>")
-    if not triplets:
-        h.append("<p>No triplet images were logged by the finished runs.</p>")
-    h.append("<h2>Next sweep</h2><p><code>next_sweep.yaml</code>:</p><ul>")
-    h += [f"<li>{e(x)}</li>" for x in s["next"]]
-    h.append("</ul><h2>Thresholds</h2><ul>")
-    h += [f"<li><code>{e(k)}</code> = {e(str(v))}</li>" for k, v in s["thresholds"]]
-    h.append("</ul></body></html>")
-    return "\n".join(h)
+    return doc.Section("Local engine: trial states", blocks)
+
+
+RANK_HEAD = ["rank", "name", "run", "state", "verdict", "epochs", "best val", "final val",
+             "final train", "swept values"]  # fmt: skip
+
+
+def build_sections(
+    rows, params, imps, imp_note, th, sweep_notes, figures, triplets, engine, unreadable, notes
+) -> list[doc.Section]:
+    """Every section of the report, once, for both renderers."""
+    with_engine = any(r.get("engine_state") for r in rows)
+    summary = [counts_line(rows, unreadable), *_best_lines(rows, params), *notes]
+    head = RANK_HEAD[:4] + ["engine"] * with_engine + RANK_HEAD[4:]
+    ranking = []
+    for r in rows:
+        cells: list[doc.Cell] = [str(r["rank"]), r["name"], r["run_id"], r["state"]]
+        if with_engine:
+            cells.append(r.get("engine_state") or "")
+        cells += [doc.Verdict(r["verdict"]), str(r["epochs"]), _fmt(r["best_val_recon_loss"]),
+                  _fmt(r["final_val_recon_loss"]), _fmt(r["final_train_recon_loss"]),
+                  ", ".join(f"{p}={json.dumps(r['config'].get(p))}" for p in params)]  # fmt: skip
+        ranking.append(cells)
+    sections = [
+        doc.Section("Summary", [doc.Items(summary)]),
+        doc.Section("Ranking", [doc.Table(head, ranking)]),
+        doc.Section("Figures", [doc.Figure(t, p) for t, p in figures]),
+        doc.Section(
+            "Hyperparameter importance",
+            [doc.Text(imp_note)] + ([doc.Items([f"{k}: {v:.3f}" for k, v in imps.items()])] if imps else []),
+        ),
+    ]  # fmt: skip
+    if engine:
+        sections.append(_engine_section(engine, rows))
+    if unreadable:
+        sections.append(
+            doc.Section(
+                "Unreadable runs",
+                [
+                    doc.Text("These run files could not be read; every other run is reported."),
+                    doc.Table(["run file", "reason"], [[u.source, u.reason] for u in unreadable]),
+                ],
+            )
+        )
+    sections.append(doc.Section("Verdicts, reasons and remedies"))
+    for r in rows:
+        items = [*r["reasons"]]
+        if r.get("engine_state"):
+            why = f" ({r['engine_reason']})" if r.get("engine_reason") else ""
+            items.append(f"local engine: trial {r['engine_state']}{why}")
+        items += [f"remedy: {x}" for x in r["remedies"]]
+        items += [
+            f"slowdown: epoch {s['epoch']}: {s['time_per_epoch']:.3g} s ({s['x_median']:.1f}x the median)"
+            for s in r["slow_epochs"]
+        ]
+        sections.append(
+            doc.Section(f"#{r['rank']} {_who(r)}", [doc.Items(items)], 3, verdict=r["verdict"])
+        )
+    trip = doc.Section("Triplets evolution (best runs; first, middle and last epoch)")
+    trip.blocks = [
+        doc.Gallery(
+            f"#{t['rank']} {t['name']}", [(f"epoch {i['epoch']}", i["path"]) for i in t["images"]]
+        )
+        for t in triplets
+    ] or [doc.Text("No triplet images were logged by the finished runs.")]
+    sections.append(trip)
+    sections.append(
+        doc.Section("Next sweep", [doc.Text("next_sweep.yaml:"), doc.Items(sweep_notes)])
+    )
+    sections.append(
+        doc.Section(
+            "Thresholds", [doc.Items([f"{k} = {getattr(th, k)}" for k in th.__dataclass_fields__])]
+        )
+    )
+    return sections

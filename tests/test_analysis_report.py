@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -277,6 +280,101 @@ def test_bad_input_is_one_line_and_exit_2(runs_dir, tmp_path, args, words):
     assert words in lines[-1]
     if words != "invalid int value":  # argparse prints its usage line first
         assert len(lines) == 1 and lines[0].startswith("analysis: error: ")
+
+
+def test_one_unreadable_run_never_blocks_the_others(runs_dir, tmp_path):
+    # Two good runs copied next to a run file that is not a W&B log at all.
+    good = sorted(runs_dir.glob("wandb/offline-run-*"))[:2]
+    for folder in good:
+        shutil.copytree(folder, tmp_path / "wandb" / folder.name)
+    bad = tmp_path / "wandb" / "offline-run-20261201_120000-garbage1" / "run-garbage1.wandb"
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(range(256)) * 8)
+    proc = report(str(tmp_path), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"unreadable: {bad}: wandb leet inspect failed" in proc.stdout
+    rows = json.loads((tmp_path / "rep" / "verdicts.json").read_text())
+    assert len(rows) == 2 and "garbage1" not in {r["run_id"] for r in rows}
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Unreadable runs" in md and str(bad) in md
+    assert "2 runs: " in md and "; 1 unreadable" in md
+    # Nothing readable at all: one line and exit 2.
+    for folder in good:
+        shutil.rmtree(tmp_path / "wandb" / folder.name)
+    proc = report(str(tmp_path), "--out", str(tmp_path / "rep2"))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.count("\n") == 1 and "none of its 1 W&B run files could be read" in proc.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        ("{file}", "exists and is not a folder"),
+        ("{file}/sub", "is not a folder"),
+        ("/proc/analysis-report", "cannot write the report"),
+    ],
+)
+def test_out_that_cannot_be_a_folder_is_one_line_and_exit_2(runs_dir, tmp_path, out, words):
+    (tmp_path / "taken").write_text("keep me")
+    out = out.format(file=tmp_path / "taken")
+    proc = report(str(runs_dir), "--sweep", OTHER_SWEEP, "--out", out)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"analysis: error: --out {out}: ")
+    assert words in lines[0]
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+# Loaded before the report's own markup: records load errors, then every image's decoded size.
+PROBE = """<script>
+window.probeErrors = [];
+addEventListener("error", e => probeErrors.push(e.message || "failed to load " + (e.target.alt || e.target.tagName)), true);
+addEventListener("load", () => {
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify({errors: probeErrors, images: [...document.images].map(
+    i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium_probe(page: str, tmp: Path) -> dict:
+    """What a real headless Chromium saw when it loaded ``page`` (HTML text)."""
+    path = tmp / "probed.html"
+    path.write_text(page.replace("<head>", "<head>" + PROBE, 1))
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, "the probe never ran: " + proc.stdout[-500:]
+    return json.loads(unescape(found.group(1)))
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="chromium not installed (Debian package `chromium`; .ci/run installs it)",
+)
+def test_html_report_shows_every_plot_in_a_real_chromium(reported, tmp_path):
+    out, _, _ = reported
+    page = (out / "report.html").read_text()
+    seen = chromium_probe(page, tmp_path)
+    assert seen["errors"] == []
+    expected = len(list((out / "plots").glob("*.png"))) + len(
+        list((out / "triplets").glob("*.png"))
+    )
+    assert expected >= 9 and len(seen["images"]) == expected
+    for image in seen["images"]:
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
+    assert any("parallel coordinates" in i["alt"] for i in seen["images"])
+    # The probe tells a broken image from a good one.
+    broken = page.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1)
+    first = chromium_probe(broken, tmp_path)["images"][0]
+    assert first["width"] == 0
 
 
 @pytest.mark.slow

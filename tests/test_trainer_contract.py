@@ -16,7 +16,8 @@ from trainer_helpers import (
 )
 
 from contract import metrics as m
-from contract.config import FIELDS
+from contract.config import FIELDS, build
+from trainer.data import load
 
 STEPS_PER_EPOCH = 2  # n_train=8, batch_size=4
 EPOCHS = 2
@@ -60,6 +61,10 @@ def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> N
     assert run.summary[m.SUMMARY_DIVERGED] is False
     assert run.summary[m.SUMMARY_EPOCHS] == epochs
     assert run.exit_code == 0
+    # The run's own references, once per run in the summary, never as history rows.
+    for key in (m.SUMMARY_INIT_VAL_RECON, m.SUMMARY_TRIVIAL_VAL_RECON):
+        assert isinstance(run.summary[key], float) and run.summary[key] > 0, key
+        assert not run.rows_with(key), key
 
 
 @pytest.mark.slow
@@ -100,6 +105,12 @@ def test_contract_2d_with_sweep_values(tmp_path: Path) -> None:
         assert p[m.TRAIN_RECON] == pytest.approx(mean)
         assert p[m.TIME_PER_EPOCH] > 0
     assert "epoch 2/2" in proc.stdout and "wandb sync" in proc.stdout
+
+    # The trivial reference: L1 of the mean training image against every validation image.
+    data = load(build(run.config))
+    mean = data.train.double().mean(dim=0)
+    trivial = (data.val.double() - mean).abs().mean().item()
+    assert run.summary[m.SUMMARY_TRIVIAL_VAL_RECON] == pytest.approx(trivial, rel=1e-5)
 
 
 @pytest.mark.slow

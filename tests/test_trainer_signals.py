@@ -56,6 +56,9 @@ def test_preempted_run_resumes_without_logging_twice(tmp_path: Path) -> None:
     assert first.preempting and first.exit_code == 75
     assert first.summary[m.SUMMARY_STATUS] == "preempted"
     assert second.exit_code == 0 and second.summary[m.SUMMARY_STATUS] == "finished"
+    # The references measured before the first step come back with the resumed segment.
+    for key in (m.SUMMARY_INIT_VAL_RECON, m.SUMMARY_TRIVIAL_VAL_RECON):
+        assert second.summary[key] == first.summary[key], key
     assert second.summary[m.SUMMARY_EPOCHS] == EPOCHS
     # Together: every step exactly once, in order, train/step continuing across the restart.
     assert all_steps([first, second]) == list(range(1, TOTAL_STEPS + 1))

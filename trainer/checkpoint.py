@@ -35,6 +35,10 @@ class Position:
     best_epoch: int = 0
     epoch_seconds: float = 0.0  # time already spent in the unfinished epoch
     epoch_recon_sum: float = 0.0  # sum of train/recon_loss over the unfinished epoch's steps
+    # The run's references (summary keys), measured once before the first step and kept here so
+    # that every resumed segment writes them again; nan until measured.
+    init_val_recon: float = float("nan")
+    trivial_val_recon: float = float("nan")
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -58,6 +58,12 @@ def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return per_sample.mean()
 
 
+def recon_loss(x: torch.Tensor, recon: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The reconstruction term (``recon_loss``: L1 or L2), mean over the batch and pixels."""
+    recon, x = recon.float(), x.float()
+    return F.l1_loss(recon, x) if cfg.recon_loss == "l1" else F.mse_loss(recon, x)
+
+
 def losses(
     x: torch.Tensor,
     recon: torch.Tensor,
@@ -68,7 +74,7 @@ def losses(
 ) -> dict[str, torch.Tensor]:
     """Every term as a 0-d tensor (still on the device: no sync here), and their weighted sum."""
     recon, x = recon.float(), x.float()
-    rec = F.l1_loss(recon, x) if cfg.recon_loss == "l1" else F.mse_loss(recon, x)
+    rec = recon_loss(x, recon, cfg)
     kl = kl_loss(z_mu, z_sigma)
     total = rec + cfg.kl_weight * kl
     out = {"recon": rec, "kl": kl}

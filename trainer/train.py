@@ -40,7 +40,7 @@ from contract.errors import (
 )
 from trainer import checkpoint, logger
 from trainer import data as datasets
-from trainer.model import build_model, build_perceptual, forward, losses
+from trainer.model import build_model, build_perceptual, forward, losses, recon_loss
 
 DEFAULT_PROJECT = "vae-sweeps"
 
@@ -205,7 +205,8 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
 
 
 def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
-    """Model, optimizer and data on the device; the run's checkpoint restored if there is one."""
+    """Model, optimizer and data on the device; the run's checkpoint restored if there is one;
+    the run's references (``references``) in its summary."""
     cfg, device = p.cfg, p.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
@@ -244,6 +245,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         logged_epoch=logged_epoch,
         tty=tty,
     )
+    run.summary.update(references(s))
     precision = str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "fp32"
     resumed = f", resumed at epoch {pos.epoch + 1} step {pos.step}" if pos.step else ""
     print(
@@ -432,3 +434,36 @@ def validate(s: State):
             triplets[m.val_triplet_key(start + j)] = logger.triplet_image(x[j], recon[j], what)
     s.net.train()
     return (recon_sum / len(val_x)).item(), (kl_sum / len(val_x)).item(), triplets
+
+
+@torch.no_grad()
+def references(s: State) -> dict[str, float]:
+    """The run's own references for judging "high" without sibling runs, as summary keys.
+
+    Measured once, with ``validate``'s loss and sample weights, and kept in the checkpoint
+    position so that every resumed segment writes them again: the validation loss of the
+    untrained model (only before the first step; a checkpoint without it stays without), and
+    that of a trivial reconstruction, the mean training image, for every validation sample.
+    """
+    pos, val_x = s.pos, s.val_x
+
+    def val_recon(reconstruct) -> float:
+        total = torch.zeros((), device=val_x.device)
+        for start in range(0, len(val_x), s.cfg.batch_size):
+            x = val_x[start : start + s.cfg.batch_size]
+            with autocast(s):
+                total += recon_loss(x, reconstruct(x), s.cfg) * len(x)
+        return (total / len(val_x)).item()
+
+    if pos.step == 0 and not math.isfinite(pos.init_val_recon):
+        s.net.eval()
+        pos.init_val_recon = val_recon(lambda x: forward(s.net, x, sample=False)[0])
+        s.net.train()
+    if not math.isfinite(pos.trivial_val_recon):
+        mean = s.train_x.float().mean(dim=0, keepdim=True).to(val_x.device)
+        pos.trivial_val_recon = val_recon(lambda x: mean.expand_as(x))
+    values = {
+        m.SUMMARY_INIT_VAL_RECON: pos.init_val_recon,
+        m.SUMMARY_TRIVIAL_VAL_RECON: pos.trivial_val_recon,
+    }
+    return {k: v for k, v in values.items() if math.isfinite(v)}

@@ -77,10 +77,10 @@ def _number(x: Any) -> float | None:
 
 
 def references(run: RunRecord) -> References:
-    """The run's own references, from the summary keys the trainer writes once per run."""
+    """The run's own references (summary keys the trainer writes once per run) and kl_weight."""
     return References(
-        init_val=_number(run.summary.get(M.SUMMARY_INIT_VAL_RECON)),
-        trivial_val=_number(run.summary.get(M.SUMMARY_TRIVIAL_VAL_RECON)),
+        init_val=run.init_val_recon,
+        trivial_val=run.trivial_val_recon,
         kl_weight=_number(run.config.get("kl_weight")),
     )
 

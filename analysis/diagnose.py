@@ -32,11 +32,13 @@ Verdicts are checked in this order; the first that applies wins:
    really part (the val/train gap grows beyond both curves' noise), and validation rises
    (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (falls less than ``val_share`` of train's
    fall), or the gap grows ``gap_growth`` times over the tail.
-6. ``underfitting``: the best validation loss is high against the run's own references (at least
-   ``near_trivial`` x the trivial reconstruction's loss, or less than ``min_progress`` below its
-   loss before training) or the ``baseline``; for runs without references, high against the
-   sweep's runs on the same data (``high_vs_best`` x the best, ``high_vs_median`` x the median)
-   while validation falls less than ``slow_drop`` over the tail.
+6. ``underfitting``: the latent collapsed (``train/kl_loss`` ends at ``kl_collapse`` nats or
+   less, with ``kl_weight`` > 0: the decoder cannot see its input), or the best validation loss
+   is high against the run's own references (at least ``near_trivial`` x the trivial
+   reconstruction's loss, or less than ``min_progress`` below its loss before training) or the
+   ``baseline``; for runs without references, high against the sweep's runs on the same data
+   (``high_vs_best`` x the best, ``high_vs_median`` x the median) while validation falls less
+   than ``slow_drop`` over the tail.
 7. ``good``: otherwise.
 """
 
@@ -92,13 +94,16 @@ class Thresholds:
     gap_growth: float = _t(1.25, "the val/train gap growing this many times over the tail")
     slow_drop: float = _t(0.1, "val falling by less than this share over the tail = slow")
     near_trivial: float = _t(
-        0.85, "best val this many times the trivial reconstruction's (mean image) = high"
+        0.9, "best val this many times the trivial reconstruction's (mean image) = high"
     )
     min_progress: float = _t(
         0.5, "best val less than this share below the run's start (before training) = high"
     )
     kl_share_max: float = _t(
         0.2, "kl_weight x KL this share of train/loss or more, on average = KL dominates"
+    )
+    kl_collapse: float = _t(
+        1.0, "train/kl_loss ending at or under this many nats an image = posterior collapse"
     )
     high_vs_best: float = _t(
         1.5, "no references: best val this many times the sweep's best (or baseline) = high"
@@ -123,7 +128,7 @@ class Thresholds:
                 ok, rule = value >= 1, "must be >= 1"
             elif f.name in ("tail", "near_trivial", "min_progress", "kl_share_max"):
                 ok, rule = 0 < value <= 1, "must be in (0, 1]"
-            elif f.name in ("trend_z", "train_fall_min", "val_share", "slow_drop"):
+            elif f.name in ("trend_z", "train_fall_min", "val_share", "slow_drop", "kl_collapse"):
                 ok, rule = value >= 0, "must be >= 0"
             else:
                 ok, rule = value > 0, "must be > 0"
@@ -428,6 +433,10 @@ def _read_curve(
     p_k = training_progress(curves.train, k)
     pq = gl / p_k if math.isfinite(gl) and math.isfinite(p_k) and p_k > 0 else math.nan
     share = kl_share(curves, refs.kl_weight)
+    kl_final = next((k for k in reversed(curves.kl) if math.isfinite(k)), math.nan)
+    # KL (nats an image) bounds what the latent tells the decoder about its input: near 0, the
+    # decoder cannot do better than an output that ignores the input.
+    collapsed = bool(refs.kl_weight) and math.isfinite(kl_final) and kl_final <= th.kl_collapse
     numbers.update(
         tail_from=epochs[0],
         val_change=val_t.change if val_t else None,
@@ -439,6 +448,8 @@ def _read_curve(
         pq=pq,
         kl_share=share,
         kl_dominates=math.isfinite(share) and share >= th.kl_share_max,
+        kl_final=kl_final,
+        kl_collapsed=collapsed,
     )
     if val_t is None:
         return Verdict("good", ["fewer than 3 positive validation losses: no trend"], numbers)
@@ -458,11 +469,17 @@ def _read_curve(
     high, why_high = _is_high(best, refs, context, th, numbers)
     slow = not (val_t.falls() and val_t.fall >= th.slow_drop)
     own = numbers["own_references"]
-    if high and (own or slow):
+    if collapsed or (high and (own or slow)):
         cause = _cause(numbers, val_t, th)
         numbers["cause"] = cause
         why = tail + why_high
-        if cause == CAUSE_KL:
+        if collapsed:
+            why.append(
+                f"{M.TRAIN_KL} ends at {kl_final:.3g} nats an image (kl_weight {refs.kl_weight:g}):"
+                " the latent tells the decoder almost nothing about its input (posterior"
+                f" collapse, from {th.kl_collapse:g} nat)"
+            )
+        if numbers["kl_dominates"]:
             why.append(
                 f"the KL term (kl_weight {refs.kl_weight:g} x {M.TRAIN_KL}) is {_pct(share)} of"
                 f" {M.TRAIN_LOSS} on average (dominates from {_pct(th.kl_share_max)})"
@@ -531,7 +548,7 @@ def _overfitting(
 
 def _cause(numbers: Mapping[str, Any], val_t: Trend, th: Thresholds) -> str:
     """What keeps an underfitting run high: the KL term, slow training, or too little capacity."""
-    if numbers.get("kl_dominates"):
+    if numbers.get("kl_dominates") or numbers.get("kl_collapsed"):
         return CAUSE_KL
     progress = numbers.get("progress")
     if progress is None:  # no start to compare with: any real fall says training goes on
@@ -670,7 +687,8 @@ def remedies(verdict: str, config: Mapping[str, Any], numbers: Mapping[str, Any]
         if cause == CAUSE_KL and kl is not None:
             out.append(
                 f"lower kl_weight from {kl:g} to {kl / 100:g}: the KL term is"
-                f" {_pct(numbers.get('kl_share'))} of the loss and keeps the latent nearly empty"
+                f" {_pct(numbers.get('kl_share'))} of the loss on average and keeps the latent"
+                " nearly empty"
             )
         elif cause == CAUSE_SLOW:
             lr = config.get("lr")

@@ -283,6 +283,10 @@ class Agent:
             )
             heart.start()
             try:
+                self._wait_for_run(trial, run_id, run_dir)
+                if self._lost is not None:
+                    self.say(f"trial {trial.number} run {run_id}: taken over by another agent")
+                    return
                 self.child = self._start(command, env, log)
                 if self.stopping:  # the signal came while it started
                     self._stop_child(signal.SIGTERM)
@@ -295,6 +299,21 @@ class Agent:
                 heart.join()
                 self.child = None
         self._finish(trial, run_id, code, pruned, reported, log, time.monotonic() - started)
+
+    def _wait_for_run(self, trial: optuna.Trial, run_id: str, run_dir: Path) -> None:
+        """Wait while another process still trains this run (its run lock is held): the owner
+        this trial was taken over from, not stopped yet, or its process finishing. Starting now
+        would train one run in two processes."""
+        holder = runs.holder(run_dir)
+        if holder is None:
+            return
+        self.say(
+            f"trial {trial.number} run {run_id}: still being trained by {holder}; "
+            "waiting for it to end"
+        )
+        with self.waiting():
+            while self._lost is None and runs.holder(run_dir) is not None:
+                time.sleep(POLL_SECONDS)
 
     def _start(self, command: list[str], env: dict[str, str], log: Path) -> Child:
         target = trainer_argv(command) if self.fork else None

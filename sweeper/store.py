@@ -64,6 +64,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from contract import runs
 from contract.errors import UserError
 from sweeper import space as space_mod
 
@@ -207,12 +208,14 @@ def open_store(url: str | None) -> Store:
         if url.startswith(("postgresql", "mysql")):
             engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=int(HEARTBEAT_INTERVAL),
-            grace_period=int(GRACE_PERIOD),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=int(HEARTBEAT_INTERVAL),
+                grace_period=int(GRACE_PERIOD),
+            )
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
         first = _first_line(exc)
         raise UserError(f"storage {_shown(url)!r}: cannot open it ({first})") from None
@@ -502,6 +505,16 @@ def void(sweep: Sweep, trial_id: int, reason: str) -> None:
     _fail_with(sweep, trial_id, {VOID: reason})
 
 
+def _trainer(folder: str | None) -> runs.Owner | None:
+    """Who holds the run lock of this run folder, where this host can see the folder."""
+    if not folder:
+        return None
+    try:
+        return runs.holder(Path(folder))
+    except OSError:  # another host's path, unreadable here: heartbeats decide
+        return None
+
+
 def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None) -> None:
     """Find trials of dead agents, mark them lost and give each lost trial one retry.
 
@@ -521,17 +534,22 @@ def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
             if serialised or now - started > grace:
                 mark_lost(sweep, t._trial_id, "agent died while claiming it")
             continue
-        alive = owner_alive(owner)
+        trainer = _trainer(t.user_attrs.get(RUN_FOLDER))
+        # A run still being trained (its lock is held, seen from here) keeps its trial: a retry
+        # could not start before it ends anyway.
+        alive = True if trainer is not None else owner_alive(owner)
         if alive is False:
             reason = f"agent {owner} is gone"
         elif alive is None and t._trial_id in stale:
             reason = f"no heartbeat from agent {owner} for over {grace:g} s"
         else:
             if alive and t._trial_id in stale:
-                say(
-                    f"trial {t.number}: no heartbeat for over {grace:g} s, but its agent "
-                    f"{owner} still runs on this host: left to it"
+                who = (
+                    f"its run is being trained by {trainer}"
+                    if trainer
+                    else (f"its agent {owner} still runs on this host")
                 )
+                say(f"trial {t.number}: no heartbeat for over {grace:g} s, but {who}: left to it")
             continue
         if mark_lost(sweep, t._trial_id, reason):
             say(f"trial {t.number} run {t.user_attrs.get(RUN_ID, '-')}: lost ({reason})")

@@ -17,7 +17,8 @@ from conftest import REPO, offline_env
 # <output_dir>/runs/$WANDB_RUN_ID/ once per "epoch", and exits with --exit_code. Each process
 # holds a lock named by its run id for its whole life: a second process alive at once for the
 # same run id finds it taken and says so in its ledger line ("overlap"). --hold=PATH: wait
-# before exiting while PATH exists; --ignore_term=True: ignore SIGTERM.
+# before exiting while PATH exists; --ignore_term=True: ignore SIGTERM; --run_lock=True: hold
+# the run folder's lock as the trainer does.
 TRIVIAL = r"""
 import fcntl, json, os, signal, sys, time
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
@@ -26,6 +27,10 @@ if args.get("ignore_term") == "True":
 run_id = os.environ["WANDB_RUN_ID"]
 out = os.path.join(args.get("output_dir", "outputs"), "runs", run_id)
 os.makedirs(out, exist_ok=True)
+if args.get("run_lock") == "True":
+    from pathlib import Path
+    from contract.runs import take_lock
+    run_lock = take_lock(Path(out))
 guard = open(args["ledger"] + "." + run_id + ".lock", "w")
 try:
     fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)

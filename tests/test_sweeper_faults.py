@@ -107,6 +107,71 @@ def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path):
     assert_no_traceback(log)
 
 
+@needs_root
+def test_a_paused_owner_elsewhere_keeps_a_trial_whose_run_is_still_training(tmp_path):
+    hold = tmp_path / "hold"
+    hold.touch()
+    file = trivial_sweep(tmp_path, run_cap=1, sleep=0.05, hold=str(hold), run_lock=True)
+    sweep_id = create(tmp_path, file, *FAST)
+    a = start_agent(tmp_path, sweep_id, tmp_path / "a.log", host="nodea")
+    b = None
+    try:
+        wait_for(lambda: read_ledger(tmp_path), 60, "the trial to start")
+        a.send_signal(signal.SIGSTOP)
+        b = start_agent(tmp_path, sweep_id, tmp_path / "b.log")
+        # nodea's heartbeats stop, but the run folder (shared here) shows its run training.
+        wait_for_line(tmp_path / "b.log", "but its run is being trained by pid", 60)
+        a.send_signal(signal.SIGCONT)
+        hold.unlink()
+        assert a.wait(timeout=60) == 0
+        assert b.wait(timeout=60) == 0
+    finally:
+        stop(a, *([b] if b else []))
+    (only,) = trials(tmp_path, sweep_id)
+    assert only.state == TrialState.COMPLETE
+    assert len(read_ledger(tmp_path)) == 1
+    assert_one_process_per_run(tmp_path)
+    assert_no_traceback(tmp_path / "a.log", tmp_path / "b.log")
+
+
+def test_a_trial_waits_while_another_process_holds_its_run_lock(tmp_path):
+    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=1, sleep=0.01, run_lock=True))
+    here = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    store.load_sweep(here, sweep_id).study.enqueue_trial(
+        {"x": 0.5}, user_attrs={store.RUN_ID: "heldrun1"}
+    )
+    folder = tmp_path / "outputs" / "runs" / "heldrun1"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from contract.runs import take_lock; "
+            "lock = take_lock(Path(sys.argv[1])); print('locked', flush=True); input()",
+            str(folder),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    log = tmp_path / "agent.log"
+    agent = None
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        agent = start_agent(tmp_path, sweep_id, log)
+        wait_for_line(log, "still being trained by pid", 60)
+        assert read_ledger(tmp_path) == []
+        holder.kill()
+        assert agent.wait(timeout=60) == 0
+    finally:
+        stop(holder, *([agent] if agent else []))
+    (row,) = read_ledger(tmp_path)
+    assert row["run_id"] == "heldrun1"
+    assert trials(tmp_path, sweep_id)[0].state == TrialState.COMPLETE
+    assert_one_process_per_run(tmp_path)
+    assert_no_traceback(log)
+
+
 def _reap(sweep: store.Sweep, here: store.Store) -> bool:
     """Reap as an agent of this host would before its claim; True once a trial was lost."""
     with here.claim_lock():

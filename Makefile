@@ -13,7 +13,8 @@ else
 TORCH ?= torch==2.13.0
 endif
 TORCH_INDEX ?=
-EXTRAS ?= dev,mni152
+# postgres: the tests run the local engine on a real PostgreSQL server too.
+EXTRAS ?= dev,mni152,postgres
 
 .PHONY: install lint format test demo bench clean
 

@@ -18,6 +18,8 @@ Options:
   --count N             runs per agent before it stops (default: until the sweep ends)
   --storage URL         local sweeps: Optuna storage (default sqlite:///outputs/sweeps.db)
   --name NAME           with --local: reopen the sweep of this name if the file is unchanged
+  --max-retries N       with --local: retries of a lost or preempted trial before it ends
+                        FAIL (default: python -m sweeper create's, 3)
   --stagger SECONDS     pause between agent starts (default 5; W&B agents started together
                         often get the same first configuration)
   --logs DIR            folder for the agents' logs (default logs)
@@ -40,6 +42,7 @@ agents=""
 count=""
 storage=""
 name=""
+max_retries=""
 stagger=5
 logs=logs
 dry_run=0
@@ -58,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --count) need_value "$@"; count=$2; shift 2 ;;
         --storage) need_value "$@"; storage=$2; shift 2 ;;
         --name) need_value "$@"; name=$2; shift 2 ;;
+        --max-retries) need_value "$@"; max_retries=$2; shift 2 ;;
         --stagger) need_value "$@"; stagger=$2; shift 2 ;;
         --logs) need_value "$@"; logs=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
@@ -86,6 +90,8 @@ elif [[ -z "$sweep_id" ]]; then
     exit 2
 fi
 [[ -n "$name" && -z "$local_file" ]] && die "--name goes with --local FILE"
+[[ -n "$max_retries" && -z "$local_file" ]] && die "--max-retries goes with --local FILE"
+[[ -z "$max_retries" || "$max_retries" =~ ^[0-9]+$ ]] || die "--max-retries=$max_retries: must be an integer >= 0"
 
 # --- which devices: one CUDA_VISIBLE_DEVICES value per agent ("" = CPU) -----------------------
 if [[ $gpus_given -eq 0 ]] && command -v nvidia-smi >/dev/null 2>&1; then
@@ -120,6 +126,7 @@ storage_args=()
 if [[ -n "$local_file" ]]; then
     create=(python -m sweeper create "$local_file" "${storage_args[@]}")
     [[ -n "$name" ]] && create+=(--name "$name")
+    [[ -n "$max_retries" ]] && create+=(--max-retries "$max_retries")
     echo "[run_agent] $(quote "${create[@]}")"
     if [[ $dry_run -eq 1 ]]; then
         sweep_id="ID"  # what create would print

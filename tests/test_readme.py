@@ -30,3 +30,37 @@ def test_every_threshold_is_documented_with_its_default() -> None:
         for name, f in THRESHOLD_FIELDS.items()
     }
     assert rows == expected
+
+
+def test_every_local_engine_setting_is_documented_with_its_default() -> None:
+    from sweeper import store
+
+    rows = table_rows(r"--max-retries N|--heartbeat S|--grace S")
+    assert rows == {
+        "--max-retries N": str(store.MAX_RETRIES),
+        "--heartbeat S": f"{store.HEARTBEAT_INTERVAL:g}",
+        "--grace S": f"{store.GRACE_PERIOD:g}",
+    }
+
+
+def yaml_snippets() -> list[str]:
+    """Every ```yaml block, and every inline span written as a YAML line (`key: value`)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", README, re.MULTILINE | re.DOTALL)
+    inline = re.findall(r"(?<!`)`([a-z_][a-z0-9_.]*: [^`\n]+)`(?!`)", README)
+    return blocks + inline
+
+
+def test_every_yaml_snippet_parses() -> None:
+    import yaml
+
+    snippets = yaml_snippets()
+    assert any(s.startswith("command:") for s in snippets)
+    for snippet in snippets:
+        try:
+            parsed = yaml.safe_load(snippet)
+        except yaml.YAMLError as exc:
+            raise AssertionError(f"README YAML does not parse: {snippet!r}: {exc}") from None
+        assert isinstance(parsed, dict), snippet
+    commands = [yaml.safe_load(s)["command"] for s in snippets if s.startswith("command:")]
+    trainer = ["${env}", "${interpreter}", "-m", "trainer", "${args}"]
+    assert commands and all(c == trainer for c in commands)

@@ -99,6 +99,8 @@ def test_dry_run_local_file_creates_then_runs(tmp_path):
     assert done.stdout.splitlines()[0] == f"[run_agent] python -m sweeper create {file}"
     assert all("python -m sweeper agent ID --count 1" in line for line in launches(done.stdout))
     assert not (tmp_path / "sweeps.db").exists()
+    again = run_agent(tmp_path, "--local", str(file), "--max-retries", "0", "--dry-run")
+    assert again.stdout.splitlines()[0].endswith(f"create {file} --max-retries 0")
 
 
 @pytest.mark.parametrize(
@@ -110,6 +112,7 @@ def test_dry_run_local_file_creates_then_runs(tmp_path):
         (["abcd1234", "--frobnicate"], "unknown option --frobnicate"),
         (["--local", "missing.yaml"], "--local missing.yaml: no such file"),
         (["abcd1234", "--agents", "2", "--agents-per-gpu", "2"], "not both"),
+        (["abcd1234", "--max-retries", "2"], "--max-retries goes with --local FILE"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):

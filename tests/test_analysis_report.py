@@ -71,6 +71,21 @@ def report(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def _cores_of(pid: int) -> list[Path]:
+    """The wandb-core processes serving the client ``pid`` (started with ``--pid PID``)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        if not args[0].endswith(b"wandb-core") or b"--pid" not in args:
+            continue
+        if args[args.index(b"--pid") + 1 :][:1] == [str(pid).encode()]:
+            found.append(cmdline.parent)
+    return found
+
+
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("runs")
@@ -120,6 +135,11 @@ def runs_dir(tmp_path_factory) -> Path:
         time.sleep(0.5)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
+    # wandb-core runs in its own session and flushes the run file after its client died: wait
+    # for it to exit, so that nothing writes to the file once it is made old.
+    deadline = time.time() + 60
+    while time.time() < deadline and _cores_of(killed.pid):
+        time.sleep(0.2)
     old = time.time() - 3600
     for f in tmp.glob("wandb/offline-run-*/run-killed01.wandb"):
         os.utime(f, (old, old))

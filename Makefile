@@ -14,9 +14,10 @@ TORCH ?= torch==2.13.0
 endif
 TORCH_INDEX ?=
 # postgres: the tests run the local engine on a real PostgreSQL server too.
-EXTRAS ?= dev,mni152,postgres
+# dashboard: optuna-dashboard for `make dashboard` (and its test).
+EXTRAS ?= dev,mni152,postgres,dashboard
 
-.PHONY: install lint format test demo bench clean
+.PHONY: install lint format test demo dashboard bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,12 @@ test: lint
 demo: install
 	WANDB_MODE=offline ./run_agent.sh --local sweeps/smoke.yaml --agents 2
 	$(BIN)/python -m analysis report outputs/wandb --out reports/smoke
+
+# A local sweep's storage in optuna-dashboard (history, importance, timeline), read live.
+STORAGE ?= $(or $(SWEEPER_STORAGE),sqlite:///outputs/sweeps.db)
+DASHBOARD_PORT ?= 8080
+dashboard: install
+	$(BIN)/optuna-dashboard "$(STORAGE)" --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 bench: install
 	$(BIN)/python bench/trainer_overhead.py

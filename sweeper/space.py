@@ -11,9 +11,11 @@ strings survive both. ``Space.values`` turns a trial's parameters back into the 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from contract import metrics
 
@@ -36,6 +38,10 @@ HYPERBAND_DEFAULT_ETA = 3
 # Bands beyond this many epochs are never reached (W&B's list stops after 100 bands).
 HYPERBAND_MAX_EPOCH = 10**9
 OPTUNA_SCALARS = (type(None), bool, int, float, str)
+# Discrete spaces up to this many points are enumerated to find an untaken configuration.
+MAX_POINTS = 100_000
+# A continuous proposal equal to a taken one is drawn again this many times at most.
+RESAMPLES = 3
 
 
 def distribution_of(spec: dict[str, Any]) -> str:
@@ -72,6 +78,19 @@ class Space:
         for key, value in params.items():
             out[key] = json.loads(value) if key in self.json_params else value
         return out
+
+    @functools.cached_property
+    def points(self) -> list[dict[str, Any]] | None:
+        """Every point of a discrete space of at most ``MAX_POINTS``; None otherwise."""
+        size = 1
+        for dist in self.distributions.values():
+            if isinstance(dist, CategoricalDistribution):
+                size *= len(dist.choices)
+            elif isinstance(dist, IntDistribution) or dist.step is not None:
+                size *= round((dist.high - dist.low) / (dist.step or 1)) + 1
+            else:
+                return None
+        return self.grid() if size <= MAX_POINTS else None
 
     def grid(self) -> list[dict[str, Any]]:
         """Every grid point as Optuna parameters, in the file's order (W&B's order too)."""
@@ -156,11 +175,134 @@ def _range_problem(spec: dict[str, Any], kind: str) -> str | None:
     return None
 
 
-def sampler_for(cfg: dict[str, Any], seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """grid points are enqueued at creation, so every method samples with its own sampler."""
+def sampler_for(
+    cfg: dict[str, Any],
+    space: Space,
+    seed: int | None = None,
+    counts: Callable[[FrozenTrial], bool] = lambda _t: True,
+) -> optuna.samplers.BaseSampler:
+    """The sampler of a sweep's ``method``, never proposing a configuration already taken.
+
+    grid points are enqueued at creation (they pass through unchanged), random is
+    ``RandomSampler`` and bayes is :func:`bayes_sampler`.
+    """
     if cfg.get("method") == "bayes":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+        return Distinct(bayes_sampler(cfg, space, seed), space, seed, nearest=True, counts=counts)
+    return Distinct(
+        optuna.samplers.RandomSampler(seed=seed), space, seed, nearest=False, counts=counts
+    )
+
+
+def bayes_sampler(
+    cfg: dict[str, Any], space: Space, seed: int | None
+) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def params_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def config_of(t: FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters; a waiting trial has only the ones it was enqueued with."""
+    return t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params") or {}
+
+
+class Distinct(optuna.samplers.BaseSampler):
+    """Wraps a sampler so that no trial runs a configuration another trial has taken.
+
+    Taken = the parameters of every trial ``counts`` keeps (finished, pruned, failed, running,
+    and waiting ones, whose parameters are still only fixed). The wrapped sampler proposes the
+    whole configuration at once; when it is taken, the trial gets an untaken point of a discrete
+    space instead: the nearest one (fewest differing values, then the smallest steps) for a
+    model-based sampler, which wanted that region, or a uniform draw for ``random``, which is
+    then sampling without replacement. Only once every point is taken (a budget larger than the
+    space) may a configuration repeat. Continuous values almost never collide; there the
+    proposal is drawn again a few times.
+
+    The check sees every trial created before this one, so it holds when trials are asked one at
+    a time: the local engine serialises claims on SQLite, and on servers a later duplicate is
+    voided after the fact (``sweeper.store.claim``). Running trials also inform the wrapped
+    sampler itself (TPE's constant liar, the Gaussian process's batch acquisition).
+    """
+
+    def __init__(
+        self,
+        base: optuna.samplers.BaseSampler,
+        space: Space,
+        seed: int | None,
+        nearest: bool,
+        counts: Callable[[FrozenTrial], bool] = lambda _t: True,
+    ):
+        self.base, self.space, self.nearest, self.counts = base, space, nearest, counts
+        self._rng = random.Random(seed)
+        self._points = space.points
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self._rng = random.Random()
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return dict(self.space.distributions)
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if trial.system_attrs.get("fixed_params") is not None:
+            return {}  # an enqueued grid point or retry runs exactly as it was given
+        taken = self.taken(study, trial)
+        for _ in range(RESAMPLES):
+            proposal = self._propose(study, trial)
+            if params_key(proposal) not in taken or self._points is not None:
+                break
+        if params_key(proposal) not in taken or self._points is None:
+            return proposal
+        free = [p for p in self._points if params_key(p) not in taken]
+        if not free:
+            return proposal
+        if not self.nearest:
+            return self._rng.choice(free)
+        distances = [self._distance(proposal, p) for p in free]
+        closest = min(distances)
+        return self._rng.choice([p for p, d in zip(free, distances, strict=True) if d == closest])
+
+    def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def taken(self, study: optuna.Study, trial: FrozenTrial) -> set[tuple]:
+        out = set()
+        for t in study.get_trials(deepcopy=False):
+            if t.number == trial.number or not self.counts(t):
+                continue
+            params = (
+                t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params")
+            )
+            if params:  # a trial being asked right now has none yet
+                out.add(params_key(params))
+        return out
+
+    def _propose(self, study, trial) -> dict[str, Any]:
+        inner = self.base.infer_relative_search_space(study, trial)
+        params = dict(self.base.sample_relative(study, trial, inner)) if inner else {}
+        for name, dist in self.space.distributions.items():
+            if name not in params:
+                params[name] = self.base.sample_independent(study, trial, name, dist)
+        return params
+
+    def _distance(self, a: dict[str, Any], b: dict[str, Any]) -> tuple[int, float]:
+        differ, steps = 0, 0.0
+        for name, dist in self.space.distributions.items():
+            if a[name] == b[name]:
+                continue
+            differ += 1
+            if not isinstance(dist, CategoricalDistribution):
+                span = (dist.high - dist.low) or 1
+                steps += abs(a[name] - b[name]) / span
+        return differ, steps
 
 
 def pruner_for(

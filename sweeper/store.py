@@ -344,10 +344,10 @@ def load_sweep(store: Store, sweep_id: str) -> Sweep:
     study = optuna.load_study(
         study_name=sweep_id,
         storage=store.storage,
-        sampler=space_mod.sampler_for(cfg),
+        sampler=space_mod.sampler_for(cfg, built, counts=holds_its_config),
         # Hyperband's thresholds ignore trials that never ran as themselves (a lost trial's
         # epochs come back in its retry).
-        pruner=space_mod.pruner_for(cfg, counts=lambda t: not is_lost(t) and not is_void(t)),
+        pruner=space_mod.pruner_for(cfg, counts=holds_its_config),
     )
     sweep = Sweep(sweep_id, study, cfg, built)
     # The storage finds stale heartbeats with the sweep's own grace period.
@@ -432,6 +432,11 @@ def is_counted(t: FrozenTrial) -> bool:
 def faults_after(t: FrozenTrial) -> int:
     """The slot's faults once this lost trial is counted in."""
     return int(t.user_attrs.get(FAULTS, 0)) + (0 if t.user_attrs.get(GIVEN_BACK) else 1)
+
+
+def holds_its_config(t: FrozenTrial) -> bool:
+    """Its configuration is its own: not void, and not lost (its retry holds it now)."""
+    return not is_lost(t) and not is_void(t)
 
 
 def is_original(t: FrozenTrial) -> bool:
@@ -592,4 +597,21 @@ def claim(
         if len(earlier) >= sweep.budget:  # only possible without the lock
             void(sweep, trial._trial_id, "beyond the budget")
             return None
+        if _repeats_an_earlier_config(sweep, frozen):  # only possible without the lock
+            void(sweep, trial._trial_id, "the configuration of an earlier trial")
+            return None
     return trial
+
+
+def _repeats_an_earlier_config(sweep: Sweep, frozen: FrozenTrial) -> bool:
+    """The trial repeats an earlier one's configuration while an untaken one remains."""
+    points = sweep.space.points
+    if points is None:
+        return False
+    key = space_mod.params_key(frozen.params)
+    configs = {
+        space_mod.params_key(space_mod.config_of(t))
+        for t in tally(sweep).trials
+        if t.number < frozen.number and holds_its_config(t)
+    }
+    return key in configs and len(configs) < len(points)

@@ -1,0 +1,86 @@
+"""Parallel agents never repeat a configuration while the space has an untaken one: real agent
+processes on one SQLite sweep, and the sampler on its own (discrete, continuous, exhausted)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from sweep_helpers import create, read_ledger, start_agent, trials, trivial_sweep, write_sweep
+
+from sweeper import space as sp
+from sweeper import store
+
+AGENTS = 4
+# 6 x 2 x 2 = 24 points.
+DISCRETE = {
+    "x": {"values": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
+    "epochs": {"values": [1, 2]},
+    "k": {"values": ["a", "b"]},
+}
+
+
+@pytest.mark.parametrize("method", ["bayes", "random"])
+def test_four_agents_run_sixteen_distinct_configurations_of_twenty_four(tmp_path, method):
+    file = trivial_sweep(tmp_path, run_cap=16, sleep=0.02)
+    cfg = yaml.safe_load(file.read_text())
+    cfg["method"] = method
+    cfg["parameters"].update(DISCRETE)
+    sweep_id = create(tmp_path, write_sweep(file, cfg))
+    # Started together, with no stagger: their first claims race.
+    agents = [start_agent(tmp_path, sweep_id, tmp_path / f"agent{i}.log") for i in range(AGENTS)]
+    for agent in agents:
+        assert agent.wait(timeout=240) == 0
+    ran = [yaml.safe_load(row["params"]) for row in read_ledger(tmp_path)]
+    configs = {(p["x"]["value"], p["epochs"]["value"], p["k"]["value"]) for p in ran}
+    assert len(ran) == 16 and len(configs) == 16, sorted(configs)
+    counted = [t for t in trials(tmp_path, sweep_id) if store.is_counted(t)]
+    assert len({sp.params_key(t.params) for t in counted}) == len(counted) == 16
+    assert len({t.user_attrs["agent"] for t in counted}) > 1, "the agents shared the work"
+
+
+def ask_all(cfg: dict, n: int, running: int = 0) -> optuna.Study:
+    """``n`` trials asked one after another; the first ``running`` stay running."""
+    space, problems = sp.build_space(cfg["parameters"], "test")
+    assert not problems
+    study = optuna.create_study(sampler=sp.sampler_for(cfg, space, seed=1))
+    for i in range(n):
+        trial = study.ask(fixed_distributions=space.distributions)
+        if i >= running:
+            study.tell(trial, float(sum(hash(str(v)) % 7 for v in trial.params.values())))
+    return study
+
+
+@pytest.mark.parametrize("method", ["bayes", "random"])
+def test_running_and_finished_configurations_are_not_proposed_again(method):
+    cfg = {"method": method, "parameters": DISCRETE}
+    study = ask_all(cfg, 24, running=8)
+    assert len({sp.params_key(t.params) for t in study.trials}) == 24
+    # Once every point is taken, the budget may only repeat configurations.
+    more = ask_all(cfg, 30)
+    assert len({sp.params_key(t.params) for t in more.trials[:24]}) == 24
+
+
+def test_enqueued_trials_keep_their_configuration():
+    cfg = {"method": "bayes", "parameters": DISCRETE}
+    space, _ = sp.build_space(cfg["parameters"], "test")
+    study = optuna.create_study(sampler=sp.sampler_for(cfg, space, seed=0))
+    point = {"x": 0.3, "epochs": 2, "k": "b"}
+    first = study.ask(fixed_distributions=space.distributions)
+    study.tell(first, 1.0)
+    study.enqueue_trial(first.params)  # a retry: the same configuration on purpose
+    study.enqueue_trial(point)
+    assert study.ask(fixed_distributions=space.distributions).params == first.params
+    assert study.ask(fixed_distributions=space.distributions).params == point
+
+
+def test_continuous_spaces_sample_as_the_wrapped_sampler():
+    cfg = {
+        "method": "bayes",
+        "parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}},
+    }
+    study = ask_all(cfg, 14, running=4)
+    lrs = [t.params["lr"] for t in study.trials]
+    assert len(set(lrs)) == 14 and all(1e-5 <= v <= 1e-2 for v in lrs)
+    assert [t.state for t in study.trials[:4]] == [TrialState.RUNNING] * 4

@@ -18,7 +18,7 @@ from analysis import document as doc
 from analysis import plots
 from analysis.diagnose import VERDICTS, Thresholds
 from analysis.importance import importance
-from analysis.judge import Judged, swept_params
+from analysis.judge import NOT_HYPERPARAMETERS, Judged, swept_params
 from analysis.next_sweep import next_sweep
 from analysis.records import FINISHED, RunRecord, Unreadable
 from contract import metrics as M
@@ -248,9 +248,12 @@ def _best_lines(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
     if lower:
         passed = ", ".join(f"{_who(r)} ({r['verdict']})" for r in lower[:5])
         lines.append(f"lower losses, but not finished and healthy: {passed}")
-    # The swept values, then what else differs from the trainer's defaults: the rest is noise.
+    # The swept values, then what else differs from the trainer's defaults: the rest is noise,
+    # and where outputs go is not part of what was learnt.
     shown = [p for p in params if p in best["config"]] + sorted(
-        k for k, v in best["config"].items() if k not in params and DEFAULTS.get(k, v) != v
+        k
+        for k, v in best["config"].items()
+        if k not in params and k not in NOT_HYPERPARAMETERS and DEFAULTS.get(k, v) != v
     )
     lines.append(
         "best config: "

@@ -110,3 +110,37 @@ def test_runs_carry_their_trial_state_and_reason(local_sweep):
     assert by_case["oom"]["engine_state"] == "FAIL"
     assert by_case["oom"]["engine_reason"] == "out of memory"
     assert by_case["good"]["engine_reason"] is None
+
+
+def test_report_names_the_sweep_and_shows_the_engine(local_sweep):
+    tmp, sweep_id = local_sweep
+    # The folder flow (as make demo runs it), the storage named explicitly.
+    url = f"sqlite:///{tmp / 'sweeps.db'}"
+    proc = report(tmp, str(tmp / "wandb"), "--storage", url, "--out", "rep2")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 runs: 1 good, 1 crashed; 1 pruned by early termination" in proc.stdout
+    rows = json.loads((tmp / "rep2" / "verdicts.json").read_text())
+    good = next(r for r in rows if r["config"]["case"] == "good")
+    md = (tmp / "rep2" / "report.md").read_text()
+    html = (tmp / "rep2" / "report.html").read_text()
+    assert md.startswith(f"# Sweep report: engine-states ({sweep_id})\n")
+    assert f"<h1>Sweep report: engine-states ({sweep_id})</h1>" in html
+    assert f"- best run: {good['run_id']}, best val/recon_loss" in md
+    engine = md.split("## Local engine: trial states", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in engine.splitlines() if line.startswith("| ") and "trial" not in line]
+    states = [line.split(" | ")[1:4:2] for line in lines]  # state, reason
+    assert states == [["COMPLETE", ""], ["FAIL", "out of memory"], ["PRUNED", ""],
+                      ["FAIL", "config error"]]  # fmt: skip
+    assert lines[-1].endswith("| no W&B run found |")
+    assert "Local engine: trial states" in html and "out of memory" in html
+    assert "output_dir" not in md.split("- best config: ", 1)[1].split("\n", 1)[0]
+
+
+def test_storage_that_cannot_be_read_is_one_line(local_sweep):
+    tmp, _ = local_sweep
+    proc = report(tmp, str(tmp / "wandb"), "--storage", "sqlite:///nowhere.db", "--out", "rep3")
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "analysis: error: --storage sqlite:///nowhere.db: no such SQLite file"
+    )

@@ -104,7 +104,8 @@ STYLE = (
     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
     "img{max-width:100%}.v{font-weight:bold}"
     ".gallery img{height:96px;image-rendering:pixelated;margin-right:8px}"
-    "figure{display:inline-block;margin:0 8px 8px 0}"
+    "figure{margin:0 0 16px 0}figure.plot figcaption{font-weight:bold;margin-bottom:4px}"
+    ".gallery figure{display:inline-block;margin:0 8px 8px 0}"
 )
 
 
@@ -134,7 +135,8 @@ def _html_block(b: Block, out: Path) -> str:
         body = "".join("<tr>" + "".join(map(_html_cell, row)) + "</tr>" for row in b.rows)
         return f"<table><tr>{head}</tr>{body}</table>"
     if isinstance(b, Figure):
-        return f"<figure>{_img(out, b.path, b.caption)}<figcaption>{e(b.caption)}</figcaption></figure>"
+        caption = f"<figcaption>{e(b.caption)}</figcaption>"
+        return f"<figure class='plot'>{caption}{_img(out, b.path, b.caption)}</figure>"
     if isinstance(b, Gallery):
         figures = "".join(
             f"<figure>{_img(out, p, lbl)}<figcaption>{e(lbl)}</figcaption></figure>"

@@ -91,7 +91,9 @@ class Thresholds:
     val_share: float = _t(
         0.25, "val falling by less than this share of train's fall over the tail = stagnates"
     )
-    gap_growth: float = _t(1.25, "the val/train gap growing this many times over the tail")
+    gap_growth: float = _t(
+        1.25, "the val/train gap growing this many times over the tail = no longer parallel"
+    )
     slow_drop: float = _t(0.1, "val falling by less than this share over the tail = slow")
     near_trivial: float = _t(
         0.9, "best val this many times the trivial reconstruction's (mean image) = high"
@@ -240,21 +242,15 @@ def epoch_curves(
     bad_val = [e for e, r in zip(epochs, rows, strict=True) if _is_nonfinite(r.get(M.VAL_RECON))]
     if bad_val:
         nonfinite.append(f"{M.VAL_RECON} is NaN/inf at epoch {min(bad_val)}")
-    steps = [
-        (r[M.TRAIN_STEP], r.get(M.TRAIN_RECON), r.get(M.TRAIN_KL), r.get(M.TRAIN_LOSS))
-        for r in train_rows
-        if _finite(r.get(M.TRAIN_STEP)) and r.get(M.TRAIN_RECON) is not None
-    ]
-    bad_steps = [s[0] for s in steps if not math.isfinite(s[1])]
-    if bad_steps:
-        nonfinite.append(f"{M.TRAIN_RECON} is NaN/inf from step {int(min(bad_steps))}")
     ends = [r.get(END_STEP) for r in rows]
-    if not all(_finite(e) for e in ends) and epochs and steps:
-        per_epoch = max(s[0] for s in steps) / len(epochs)
-        ends = [per_epoch * (i + 1) for i in range(len(epochs))]
     if not epochs:
         return Curves(epochs, [], val, times, nonfinite)
-    train, kl, total = _per_epoch_means(steps, ends)
+    if not all(_finite(e) for e in ends):
+        last = max((r[M.TRAIN_STEP] for r in train_rows if _finite(r.get(M.TRAIN_STEP))), default=0)
+        ends = [last / len(epochs) * (i + 1) for i in range(len(epochs))]
+    train, kl, total, bad_step = _per_epoch_means(train_rows, ends)
+    if bad_step is not None:
+        nonfinite.append(f"{M.TRAIN_RECON} is NaN/inf from step {int(bad_step)}")
     return Curves(epochs, train, val, times, nonfinite, kl, total)
 
 
@@ -267,26 +263,53 @@ def _is_nonfinite(x: float | None) -> bool:
 
 
 def _per_epoch_means(
-    steps: list[tuple[float, float, float | None, float | None]], ends: list[float | None]
-) -> tuple[list[float], list[float], list[float]]:
-    """Per-epoch means of (recon, kl, total); kl and total over the steps that logged them."""
+    train_rows: Sequence[Mapping[str, float | None]], ends: list[float]
+) -> tuple[list[float], list[float], list[float], float | None]:
+    """Per-epoch means of train/recon_loss, train/kl_loss and train/loss (each over the steps
+    that logged it), and the first step whose recon is NaN/inf.
+
+    One pass over rows in step order (as every source gives them; sorted first otherwise): this
+    loop sees every optimizer step of every run, so it stays plain.
+    """
+    step_key, recon_key, kl_key, total_key = M.TRAIN_STEP, M.TRAIN_RECON, M.TRAIN_KL, M.TRAIN_LOSS
+    steps = [r.get(step_key) for r in train_rows]
+    if any(
+        b < a for a, b in zip(steps, steps[1:], strict=False) if a is not None and b is not None
+    ):
+        train_rows = sorted(
+            (r for r in train_rows if r.get(step_key) is not None), key=lambda r: r[step_key]
+        )
     n = len(ends)
-    sums, counts = [[0.0] * n for _ in range(3)], [[0] * n for _ in range(3)]
-    steps.sort(key=lambda s: s[0])
-    i = 0
-    for step, *values in steps:
-        while i < n and step > ends[i]:
+    recon_sum, kl_sum, total_sum = [0.0] * n, [0.0] * n, [0.0] * n
+    recon_n, kl_n, total_n = [0] * n, [0] * n, [0] * n
+    bad: float | None = None
+    i, end = 0, ends[0]
+    isfinite = math.isfinite
+    for r in train_rows:
+        step, recon = r.get(step_key), r.get(recon_key)
+        if step is None or recon is None or not isfinite(step):
+            continue
+        if not isfinite(recon) and (bad is None or step < bad):
+            bad = step
+        while step > end and i < n:
             i += 1
+            end = ends[i] if i < n else math.inf
         if i == n:
-            break  # steps of an epoch that never finished
-        for k, v in enumerate(values):
-            if v is not None:
-                sums[k][i] += v
-                counts[k][i] += 1
-    return tuple(  # type: ignore[return-value]
-        [s / c if c else math.nan for s, c in zip(sums[k], counts[k], strict=True)]
-        for k in range(3)
-    )
+            continue  # a step of an epoch that never finished: only its NaN/inf counts
+        recon_sum[i] += recon
+        recon_n[i] += 1
+        kl, total = r.get(kl_key), r.get(total_key)
+        if kl is not None:
+            kl_sum[i] += kl
+            kl_n[i] += 1
+        if total is not None:
+            total_sum[i] += total
+            total_n[i] += 1
+
+    def means(sums: list[float], counts: list[int]) -> list[float]:
+        return [s / c if c else math.nan for s, c in zip(sums, counts, strict=True)]
+
+    return means(recon_sum, recon_n), means(kl_sum, kl_n), means(total_sum, total_n), bad
 
 
 def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | None:

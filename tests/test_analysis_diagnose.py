@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import pytest
 from analysis_helpers import epoch_losses
+from conftest import REPO
 
 from analysis import judge
 from analysis.diagnose import (
@@ -555,3 +557,63 @@ def test_siblings_count_only_on_the_same_data():
     runs.append(finished_run("d", "good"))
     verdicts = {j.row["run_id"]: j.row["verdict"] for j in judge.judge(runs, TH)}
     assert verdicts["a"] == "underfitting"
+
+
+# --- real trainer runs ----------------------------------------------------------------------
+# Per-epoch curves of real runs of `python -m trainer` (W&B offline, read back with W&B's
+# reader; train/* are the per-epoch means of the per-step rows), each with the construction
+# that gives its regime ("why"): too few images for the model (overfitting), lr 1e-6 to 1e-5
+# or kl_weight 0.01 to 1 (underfitting), a small model on enough data (good), and the trials
+# of a local smoke sweep that Hyperband stopped (pruned, with the engine's PRUNED state).
+# Some were logged before the trainer recorded its references: the fallback path.
+REAL = json.loads((REPO / "tests" / "data" / "verdicts" / "real_runs.json").read_text())["runs"]
+
+
+def real_record(r: dict, engine: bool = True) -> RunRecord:
+    # One train row per epoch carrying that epoch's means gives epoch_curves the same curves.
+    epochs = r["epochs"]
+    train = [
+        {M.TRAIN_STEP: e, M.TRAIN_RECON: t, M.TRAIN_KL: k, M.TRAIN_LOSS: total}
+        for e, t, k, total in zip(epochs, r["train"], r["kl"], r["total"], strict=True)
+    ]
+    val = [{M.EPOCH: e, M.VAL_RECON: v, END_STEP: e} for e, v in zip(epochs, r["val"], strict=True)]
+    return RunRecord(r["run_id"], sweep_id=r["sweep_id"], state=r["state"],
+                     exit_code=r["exit_code"], config=r["config"], summary=r["summary"],
+                     train=train, val=val, engine_state=r["engine_state"] if engine else None)  # fmt: skip
+
+
+def verdicts_of(runs: list[RunRecord]) -> dict[str, str]:
+    return {j.row["run_id"]: j.row["verdict"] for j in judge.judge(runs, TH)}
+
+
+def test_real_runs_get_their_regime_together_by_regime_and_alone():
+    want = {r["run_id"]: r["regime"] for r in REAL}
+    assert set(want.values()) == {"good", "overfitting", "underfitting", "pruned"}
+    assert verdicts_of([real_record(r) for r in REAL]) == want
+    for regime in set(want.values()):
+        only = [real_record(r) for r in REAL if r["regime"] == regime]
+        assert verdicts_of(only) == {r.run_id: regime for r in only}
+    # Alone, with its own references (or a collapsed latent), every run still gets its regime.
+    for r in REAL:
+        if r["summary"].get(M.SUMMARY_TRIVIAL_VAL_RECON) or r["regime"] != "underfitting":
+            assert verdicts_of([real_record(r)]) == {r["run_id"]: r["regime"]}, r["why"]
+
+
+def test_real_pruned_runs_without_the_engine_state_are_pruned_by_their_sigterm():
+    # As on W&B: a sweep run with summary status=stopped before max_epochs.
+    runs = [real_record(r, engine=False) for r in REAL if r["regime"] == "pruned"]
+    rows = [j.row for j in judge.judge(runs, TH)]
+    assert {r["verdict"] for r in rows} == {"pruned"}
+    assert all("SIGTERM" in r["reasons"][0] and not r["remedies"] for r in rows)
+
+
+def test_real_runs_remedies_push_kl_weight_the_right_way():
+    for j in judge.judge([real_record(r) for r in REAL], TH):
+        said = " ".join(j.row["remedies"])
+        if j.row["verdict"] == "underfitting":
+            assert "raise kl_weight" not in said
+            assert ("lower kl_weight" in said) == (j.row["config"]["kl_weight"] >= 0.01), said
+        if j.row["verdict"] == "overfitting":
+            assert "lower kl_weight" not in said
+        if j.row["verdict"] == "pruned":
+            assert "max_epochs" not in said

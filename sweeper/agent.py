@@ -288,7 +288,7 @@ class Agent:
                     self.say(f"trial {trial.number} run {run_id}: taken over by another agent")
                     return
                 self.child = self._start(command, env, log)
-                if self.stopping:  # the signal came while it started
+                if self.stopping or self._lost is not None:  # while it started
                     self._stop_child(signal.SIGTERM)
                 code, pruned, reported = self._watch(trial, run_dir)
             except Stopped:
@@ -354,9 +354,15 @@ class Agent:
         """Feed the pruner each new epoch until the process ends; SIGTERM it when pruned."""
         sweep, child = self.sweep, self.child
         reported: dict[int, float] = {}
-        pruned, killed = False, False
+        pruned, killed, announced = False, False, False
         while True:
             code = child.wait(timeout=POLL_SECONDS)
+            if self.stopping and not announced:
+                announced = True
+                self.say(
+                    f"trial {trial.number}: stopping (signal {self.stop_signal}): SIGTERM sent, "
+                    f"SIGKILL after {self.kill_delay:g} s or at a second signal"
+                )
             for epoch, value in runs.epoch_values(run_dir, sweep.metric, sweep.goal):
                 if epoch in reported:
                     continue

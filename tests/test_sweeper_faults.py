@@ -195,6 +195,11 @@ def test_a_trial_that_always_exits_75_ends_fail_after_max_retries(tmp_path):
     status = sweeper(tmp_path, "status", sweep_id)
     assert reason in status.stdout and "finished" in status.stdout
     assert "max_retries 2" in status.stdout
+    # The report reads the same reason for the run (its latest trial).
+    from analysis import engine
+
+    (seen,), _ = engine.read_sweeps(f"sqlite:///{tmp_path / 'sweeps.db'}", {sweep_id}, True)
+    assert seen.latest_by_run()[last.user_attrs["run_id"]].reason == reason
     assert len(read_ledger(tmp_path)) == 3
     assert_one_process_per_run(tmp_path)
 
@@ -274,16 +279,22 @@ def test_sigterm_during_the_fork_server_warm_up_gives_the_trial_back_at_once(tmp
     assert store.is_lost(given_back) and given_back.user_attrs["given_back"]
 
 
-def test_a_trial_that_ignores_sigterm_is_killed_after_the_kill_delay(tmp_path):
+@pytest.mark.parametrize("second_signal", [False, True])
+def test_a_trial_that_ignores_sigterm_is_killed(tmp_path, second_signal):
+    """After the kill delay, or at once on a second signal (the delay is then far away)."""
     hold = tmp_path / "hold"
     hold.touch()
     file = trivial_sweep(tmp_path, run_cap=1, sleep=0.01, hold=str(hold), ignore_term=True)
     sweep_id = create(tmp_path, file)
     log = tmp_path / "agent.log"
-    agent = start_agent(tmp_path, sweep_id, log, WANDB_AGENT_KILL_DELAY="1")
+    delay = "600" if second_signal else "1"
+    agent = start_agent(tmp_path, sweep_id, log, WANDB_AGENT_KILL_DELAY=delay)
     try:
         wait_for(lambda: read_ledger(tmp_path), 60, "the trial to start")
         agent.send_signal(signal.SIGTERM)
+        wait_for_line(log, f"SIGKILL after {delay} s or at a second signal", 60)
+        if second_signal:
+            agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         stop(agent)
@@ -291,7 +302,7 @@ def test_a_trial_that_ignores_sigterm_is_killed_after_the_kill_delay(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(row["pid"], 0)
     text = log.read_text()
-    assert "still running 1 s after SIGTERM, killing it (SIGKILL)" in text
+    assert ("still running 1 s after SIGTERM, killing it (SIGKILL)" in text) != second_signal
     assert "given back (agent stopped)" in text
     (given_back,) = trials(tmp_path, sweep_id)
     assert store.is_lost(given_back)

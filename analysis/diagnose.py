@@ -30,8 +30,8 @@ Verdicts are checked in this order; the first that applies wins:
 4. ``insufficient``: fewer than ``min_epochs`` validated epochs.
 5. ``overfitting``: train really falls over the tail, by ``train_fall_min`` or more, the curves
    really part (the val/train gap grows beyond both curves' noise), and validation rises
-   (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (falls less than ``val_share`` of train's
-   fall), or the gap grows ``gap_growth`` times over the tail.
+   (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (no real fall, and less than ``val_share``
+   of train's fall), or the gap grows ``gap_growth`` times over the tail.
 6. ``underfitting``: the latent collapsed (``train/kl_loss`` ends at ``kl_collapse`` nats or
    less, with ``kl_weight`` > 0: the decoder cannot see its input), or the best validation loss
    is high against the run's own references (at least ``near_trivial`` x the trivial
@@ -87,9 +87,9 @@ class Thresholds:
     strip: int = _t(5, "Prechelt's strip: epochs whose median is a level (GL) and train's P_k")
     gl_max: float = _t(5.0, "generalisation loss GL (percent above the best val) -> val rises")
     pq_max: float = _t(2.0, "Prechelt's PQ = GL / P_k (val rise per train progress) -> val rises")
-    train_fall_min: float = _t(0.05, "train falling by this share over the tail = still falls")
+    train_fall_min: float = _t(0.1, "train falling by this share over the tail = still falls")
     val_share: float = _t(
-        0.25, "val falling by less than this share of train's fall over the tail = stagnates"
+        0.25, "val falling (within its noise) by less than this share of train's fall = stagnates"
     )
     gap_growth: float = _t(
         1.25, "the val/train gap growing this many times over the tail = no longer parallel"
@@ -559,10 +559,10 @@ def _overfitting(
             f"val rises against train's progress: PQ = GL {gl:.1f}% / P_{k} {gl / pq:.1f}"
             f" = {pq:.2f} (>= {th.pq_max:g})"
         )
-    if val_t.fall < th.val_share * train_t.fall:
+    if not val_t.falls() and val_t.fall < th.val_share * train_t.fall:
         why.append(
-            f"val stagnates while train still falls (val's change is below"
-            f" {_pct(th.val_share)} of train's {_pct(train_t.fall)} fall)"
+            f"val stagnates while train still falls (val's change is within its noise and"
+            f" below {_pct(th.val_share)} of train's {_pct(train_t.fall)} fall)"
         )
     if growth >= th.gap_growth:
         why.append(f"the curves are no longer parallel: the gap grew {growth:.2f}x")

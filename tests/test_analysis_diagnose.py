@@ -406,8 +406,9 @@ def test_runs_without_references_fall_back_to_the_sweep_and_say_so():
     assert v.verdict == "good" and v.numbers["vs_sweep_best"] > TH.high_vs_best
 
 
-@pytest.mark.parametrize(("fall", "verdict"), [(0.04, "good"), (0.07, "overfitting")])
+@pytest.mark.parametrize(("fall", "verdict"), [(0.08, "good"), (0.12, "overfitting")])
 def test_train_must_fall_by_train_fall_min_for_overfitting(fall, verdict):
+    # Val flat (stagnates) while train falls over the second half: by how much decides.
     n = 40
     train = [0.2 * (1 - fall * max(0, e - 20) / 20) for e in range(1, n + 1)]
     val = [0.21] * n

@@ -90,15 +90,17 @@ def read_sweeps(
         if explicit:
             raise UserError(f"--storage {url}: no such SQLite file")
         return [], []
+    problem = None if st.sqlite_path(url) else st.driver_problem(url)
+    if problem:
+        raise UserError(f"--storage {st.shown_url(url)}: {problem}")
     try:
         storage = optuna.storages.RDBStorage(ro)
-    except ImportError as exc:
-        raise UserError(f"--storage {url}: missing database driver ({exc.name})") from None
     except Exception as exc:  # sqlalchemy raises OperationalError, ArgumentError, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         if explicit:
-            raise UserError(f"--storage {url}: cannot read it ({first})") from None
-        return [], [f"engine states not shown: cannot read the storage {url} ({first})"]
+            raise UserError(f"--storage {st.shown_url(url)}: cannot read it ({first})") from None
+        shown = st.shown_url(url)
+        return [], [f"engine states not shown: cannot read the storage {shown} ({first})"]
     found = []
     for sweep_id in sorted(sweep_ids):
         try:

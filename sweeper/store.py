@@ -149,7 +149,7 @@ OTHER_SCHEMES = {
 CONNECT_TIMEOUT = 10  # seconds to reach a database server before giving up with one line
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """The URL with its password hidden, for messages."""
     import sqlalchemy.engine
 
@@ -159,7 +159,7 @@ def _shown(url: str) -> str:
         return url
 
 
-def _driver_problem(url: str) -> str | None:
+def driver_problem(url: str) -> str | None:
     """One line naming the driver a URL needs and how to install it, when it is missing."""
     import sqlalchemy.engine
     import sqlalchemy.exc
@@ -202,9 +202,9 @@ def open_store(url: str | None) -> Store:
             raise UserError(f"storage {url!r}: cannot open the SQLite file ({exc})") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
-        problem = _driver_problem(url)
+        problem = driver_problem(url)
         if problem:
-            raise UserError(f"storage {_shown(url)!r}: {problem}")
+            raise UserError(f"storage {shown_url(url)!r}: {problem}")
         if url.startswith(("postgresql", "mysql")):
             engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     try:
@@ -218,7 +218,7 @@ def open_store(url: str | None) -> Store:
             )
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
         first = _first_line(exc)
-        raise UserError(f"storage {_shown(url)!r}: cannot open it ({first})") from None
+        raise UserError(f"storage {shown_url(url)!r}: cannot open it ({first})") from None
     lock = Path(f"{db}.lock") if db is not None else None
     return Store(url, storage, lock)
 

@@ -347,6 +347,18 @@ def test_a_bad_storage_url_is_one_line_naming_the_fix(tmp_path, url, expected):
         assert "psycopg2 driver" in line
 
 
+def test_the_report_names_a_missing_driver_the_same_way():
+    from analysis import engine
+    from contract.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        engine.read_sweeps("postgresql+psycopg2://u:secret@127.0.0.1/db", {"abcdefgh"}, True)
+    assert "needs the psycopg2 driver, not installed: pip install 'psycopg2-binary'" in str(
+        caught.value
+    )
+    assert "secret" not in str(caught.value)
+
+
 def test_engine_settings_are_checked(tmp_path):
     file = trivial_sweep(tmp_path, run_cap=1)
     done = sweeper(tmp_path, "create", str(file), "--heartbeat", "5", "--grace", "6")

@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/trial_overhead.py
 	$(BIN)/python bench/analysis_scale.py
+	$(BIN)/python bench/search_quality.py --keep outputs/bench/search_quality_table.json
 
 clean:
 	rm -rf outputs reports logs

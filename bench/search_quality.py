@@ -240,21 +240,26 @@ def compare(
     for name, search in engines.items():
         started = time.monotonic()
         bests = [search(seed) for seed in range(reps)]
-        excess = statistics.median(b - optimum for b in bests)
         rows[name] = {
             "median_best": statistics.median(bests),
-            "median_excess": excess,
+            "median_excess": statistics.median(b - optimum for b in bests),
+            "mean_excess": statistics.mean(b - optimum for b in bests),
+            "optimum_found": sum(math.isclose(b, optimum, rel_tol=1e-9) for b in bests),
             "bests": bests,
             "seconds": time.monotonic() - started,
         }
     reference = rows["W&B (sweeps.next_run)"]["median_excess"]
-    print(f"| engine | median best-after-{budget} | median excess | ratio to W&B | s |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| engine | median best-after-{budget} | median excess | ratio to W&B | mean excess "
+        "| optimum found | s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         row["ratio"] = row["median_excess"] / reference if reference > 0 else math.inf
         print(
             f"| {name} | {row['median_best']:.6g} | {row['median_excess']:.3g} | "
-            f"{row['ratio']:.2f} | {row['seconds']:.0f} |"
+            f"{row['ratio']:.2f} | {row['mean_excess']:.3g} | {row['optimum_found']}/{reps} | "
+            f"{row['seconds']:.0f} |"
         )
     return rows
 

@@ -474,6 +474,7 @@ def _read_curve(
         kl_final=kl_final,
         kl_collapsed=collapsed,
     )
+    high, why_high = _is_high(best, refs, context, th, numbers)
     if val_t is None:
         return Verdict("good", ["fewer than 3 positive validation losses: no trend"], numbers)
     tail = [f"val {val_t.words()}"]
@@ -489,7 +490,6 @@ def _read_curve(
         if over:
             return Verdict("overfitting", tail + over, numbers)
 
-    high, why_high = _is_high(best, refs, context, th, numbers)
     slow = not (val_t.falls() and val_t.fall >= th.slow_drop)
     own = numbers["own_references"]
     if collapsed or (high and (own or slow)):
@@ -561,8 +561,8 @@ def _overfitting(
         )
     if not val_t.falls() and val_t.fall < th.val_share * train_t.fall:
         why.append(
-            f"val stagnates while train still falls (val's change is within its noise and"
-            f" below {_pct(th.val_share)} of train's {_pct(train_t.fall)} fall)"
+            f"val stagnates while train still falls (val does not really fall, and by less"
+            f" than {_pct(th.val_share)} of train's {_pct(train_t.fall)} fall)"
         )
     if growth >= th.gap_growth:
         why.append(f"the curves are no longer parallel: the gap grew {growth:.2f}x")

@@ -118,9 +118,9 @@ def logging_cost(epochs: int, workdir: Path) -> tuple[float, float]:
         started = time.perf_counter()
         for i in range(steps_per_epoch):
             step += 1
-            extra = {m.TRAIN_TRIPLETS: logger.triplet_image(image, image, "b")} if i == 0 else None
-            rows.add(step, losses, extra)
-            rows.flush()
+            rows.add(step, losses, (image, image) if i == 0 else None)
+            if len(rows) >= cfg.log_every or i == steps_per_epoch - 1:
+                rows.flush()
         train_s += time.perf_counter() - started
         started = time.perf_counter()
         triplets = {

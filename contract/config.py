@@ -159,8 +159,12 @@ class Config:
         ),
     )
     log_every: int = field(
-        default=1,
-        metadata=_opt("int", "logging", "flush per-step losses every N steps (one row per step)"),
+        default=50,
+        metadata=_opt(
+            "int",
+            "logging",
+            "losses reach the host every N steps and at epoch end (still one row per step)",
+        ),
     )
     output_dir: str = field(
         default="outputs", metadata=_opt("str", "logging", "checkpoints and wandb/ go under it")

@@ -202,11 +202,12 @@ def train_batches(
 ) -> Iterator[torch.Tensor]:
     """Batches of one training epoch, leaving out its first ``skip`` batches (a resume)."""
     order = epoch_order(len(data), cfg.seed, epoch)
-    chunks = list(order.split(cfg.batch_size))[skip:]
     if not cfg.augment:
-        for idx in chunks:
+        # Indices on the data's device: one copy per epoch, so a CUDA step never waits for one.
+        for idx in list(order.to(data.device).split(cfg.batch_size))[skip:]:
             yield data[idx]
         return
+    chunks = list(order.split(cfg.batch_size))[skip:]
     from torch.utils.data import DataLoader
 
     loader = DataLoader(

@@ -66,21 +66,29 @@ def triplet_image(original: torch.Tensor, reconstruction: torch.Tensor, what: st
 
 # --- per-step rows --------------------------------------------------------------------------------
 class StepRows:
-    """Per-step losses kept on the device until ``flush``; one W&B row per step."""
+    """Per-step losses (and the epoch's train triplet) kept on the device until ``flush``, so a
+    step never waits on the host; one W&B row per step."""
 
     def __init__(self, run: wandb.Run, log_from_step: int):
         self.run = run
         self.log_from_step = log_from_step  # steps up to this one were logged by an earlier process
         self.steps: list[int] = []
         self.values: list[dict[str, torch.Tensor]] = []
-        self.extra: dict[int, dict] = {}
+        self.triplets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_recon = math.nan
 
-    def add(self, step: int, losses: dict[str, torch.Tensor], extra: dict | None = None) -> None:
+    def add(
+        self,
+        step: int,
+        losses: dict[str, torch.Tensor],
+        triplet: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """``triplet``: (original, reconstruction) of one image, logged as train/triplets."""
         self.steps.append(step)
         self.values.append({k: v.detach() for k, v in losses.items()})
-        if extra:
-            self.extra[step] = extra
+        if triplet is not None:
+            # Copies (on the device, no sync) free the rest of the batch before the flush.
+            self.triplets[step] = tuple(t.detach().clone() for t in triplet)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -89,22 +97,23 @@ class StepRows:
         """Log the buffered rows. Returns (recon losses of those steps, all finite?)."""
         if not self.steps:
             return [], True
-        keys = list(self.values[0])
-        # One device->host copy for the whole buffer.
-        table = torch.stack(
-            [torch.stack([v[k].float() for k in keys]) for v in self.values]
-        ).tolist()
-        recons, finite = [], True
-        for step, row in zip(self.steps, table, strict=True):
-            values = dict(zip(keys, row, strict=True))
+        # One device->host copy for the whole buffer; rows may carry different keys.
+        flat = torch.stack([v.float() for row in self.values for v in row.values()]).tolist()
+        recons, finite, at = [], True, 0
+        for step, row in zip(self.steps, self.values, strict=True):
+            values = dict(zip(row, flat[at : at + len(row)], strict=True))
+            at += len(row)
             recons.append(values["recon"])
             if step > self.log_from_step:
                 payload = {m.TRAIN_STEP: step, **{STEP_KEYS[k]: v for k, v in values.items()}}
-                payload.update(self.extra.get(step, {}))
+                if step in self.triplets:
+                    original, recon = self.triplets[step]
+                    what = f"{m.TRAIN_STEP} {step}"
+                    payload[m.TRAIN_TRIPLETS] = triplet_image(original, recon, what)
                 self.run.log(payload)
-            if not all(math.isfinite(v) for v in row):
+            if not all(math.isfinite(v) for v in values.values()):
                 finite = False
                 break  # the diverged step is logged (so the curve shows it), nothing after it
         self.last_recon = recons[-1]
-        self.steps, self.values, self.extra = [], [], {}
+        self.steps, self.values, self.triplets = [], [], {}
         return recons, finite

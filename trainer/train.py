@@ -294,15 +294,15 @@ def train_step(s: State, i: int, batch: torch.Tensor) -> bool:
     s.scaler.update()
     pos.step += 1
     pos.batch = i + 1
-    extra = None
-    if i == 0:  # the guide's train/triplets: first batch of every epoch
-        image = logger.triplet_image(x[0], recon[0], f"{m.TRAIN_STEP} {pos.step}")
-        extra = {m.TRAIN_TRIPLETS: image}
-    s.rows.add(pos.step, out, extra)
-    if (len(s.rows) >= cfg.log_every or pos.batch == s.n_steps) and not flush(s):
-        return False
+    # The guide's train/triplets: first batch of every epoch.
+    s.rows.add(pos.step, out, (x[0], recon[0]) if i == 0 else None)
+    # Losses reach the host only here (every log_every steps and at the end of the epoch).
+    if len(s.rows) >= cfg.log_every or pos.batch == s.n_steps:
+        if not flush(s):
+            return False
+        if s.bar is not None:
+            s.bar.set_postfix_str(f"recon {s.rows.last_recon:.4f}", refresh=False)
     if s.bar is not None:
-        s.bar.set_postfix_str(f"recon {s.rows.last_recon:.4f}", refresh=False)
         s.bar.update(1)
     return True
 

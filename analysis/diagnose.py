@@ -27,7 +27,8 @@ Verdicts are checked in this order; the first that applies wins:
    sweep run stopped by SIGTERM before ``max_epochs``). Its reasons still read its curve.
 3. ``crashed``: the run did not finish (no exit record and not written to any more, a non-zero
    exit, preempted and never resumed). A run still being written is ``insufficient``.
-4. ``insufficient``: fewer than ``min_epochs`` validated epochs.
+4. ``insufficient``: fewer than ``min_epochs`` validated epochs. A run a user stopped is judged
+   like any other; its reasons say who stopped it.
 5. ``overfitting``: train really falls over the tail, by ``train_fall_min`` or more, the curves
    really part (the val/train gap grows beyond both curves' noise), and validation rises
    (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (no real fall, and less than ``val_share``
@@ -456,7 +457,7 @@ def _read_curve(
     p_k = training_progress(curves.train, k)
     pq = gl / p_k if math.isfinite(gl) and math.isfinite(p_k) and p_k > 0 else math.nan
     share = kl_share(curves, refs.kl_weight)
-    kl_final = next((k for k in reversed(curves.kl) if math.isfinite(k)), math.nan)
+    kl_final = next((x for x in reversed(curves.kl) if math.isfinite(x)), math.nan)
     # KL (nats an image) bounds what the latent tells the decoder about its input: near 0, the
     # decoder cannot do better than an output that ignores the input.
     collapsed = bool(refs.kl_weight) and math.isfinite(kl_final) and kl_final <= th.kl_collapse
@@ -507,9 +508,9 @@ def _read_curve(
                 f"the KL term (kl_weight {refs.kl_weight:g} x {M.TRAIN_KL}) is {_pct(share)} of"
                 f" {M.TRAIN_LOSS} on average (dominates from {_pct(th.kl_share_max)})"
             )
-        elif cause == CAUSE_SLOW:
+        if cause == CAUSE_SLOW:
             why.append("the loss still falls, slowly: training is too slow to get far")
-        elif not own:
+        elif cause == CAUSE_CAPACITY and not own:
             why.append(f"val falls less than {_pct(th.slow_drop)} over the tail: plateaued")
         return Verdict("underfitting", why, numbers)
 

@@ -164,8 +164,9 @@ def check_underfitting_lr(r: Raw) -> list[str]:
 
 
 def check_underfitting_kl(r: Raw) -> list[str]:
-    third = r.val[-(r.n // 3) - 1]
-    change = abs(third - r.val[-1]) / r.val[-1]
+    t = r.n - r.n // 3  # the last third starts after epoch t
+    third, end = _median(r.val[t - 3 : t + 2]), _median(r.val[-5:])
+    change = abs(third - end) / end
     return [
         need(
             r.kl_share_first_epoch >= 0.5,
@@ -178,7 +179,8 @@ def check_underfitting_kl(r: Raw) -> list[str]:
         ),
         need(
             change <= 0.05,
-            f"val moved {100 * change:.1f}% over the last third of the run (<= 5%): a plateau",
+            f"val moved {100 * change:.1f}% over the last third of the run (<= 5%, medians of 5"
+            " epochs): a plateau",
         ),
     ]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import REPO, offline_env
 
@@ -114,12 +116,11 @@ def create(tmp_path: Path, file: Path, *args: str) -> str:
 def start_agent(
     tmp_path: Path, sweep_id: str, log: Path, *args: str, host: str | None = None, **extra: str
 ) -> subprocess.Popen:
-    """An agent; with ``host``, on a simulated host of that name (its own UTS namespace: root
-    only), so only heartbeats tell the other agents whether it is alive."""
+    """An agent; with ``host``, on a simulated host of that name, so only heartbeats tell the
+    other agents whether it is alive."""
     command = [sys.executable, "-m", "sweeper", "agent", sweep_id, *args]
     if host is not None:
-        # exec keeps the pid: signals sent to the Popen reach the agent itself.
-        command = ["unshare", "-u", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *command]
+        command = on_host(host, command)
     with open(log, "ab") as out:
         return subprocess.Popen(
             command,
@@ -128,6 +129,15 @@ def start_agent(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def on_host(host: str, command: list[str]) -> list[str]:
+    """``command`` with its own hostname (a UTS namespace; a user namespace too when not root).
+    ``exec`` keeps the pid: signals sent to the process reach the command itself."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare not found (util-linux): cannot simulate a second host")
+    namespaces = ["-u"] if os.geteuid() == 0 else ["-r", "-u"]
+    return ["unshare", *namespaces, "sh", "-c", f'hostname {host} && exec "$@"', "sh", *command]
 
 
 def wait_for_line(log: Path, text: str, timeout: float) -> None:

@@ -32,9 +32,6 @@ from sweep_helpers import (
 from sweeper import store
 
 FAST = ("--heartbeat", "1", "--grace", "3")  # heartbeats every second, stale after 3 s
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="simulating a second host (unshare -u) needs root"
-)
 
 
 def stop(*agents: subprocess.Popen) -> None:
@@ -71,7 +68,6 @@ def test_a_paused_agent_keeps_its_trial_on_its_own_host(tmp_path):
     assert_no_traceback(tmp_path / "a.log", tmp_path / "b.log")
 
 
-@needs_root
 def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path):
     hold = tmp_path / "hold"
     hold.touch()
@@ -107,7 +103,6 @@ def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path):
     assert_no_traceback(log)
 
 
-@needs_root
 def test_a_paused_owner_elsewhere_keeps_a_trial_whose_run_is_still_training(tmp_path):
     hold = tmp_path / "hold"
     hold.touch()

@@ -22,6 +22,7 @@ from sweep_helpers import (
     assert_no_traceback,
     assert_one_process_per_run,
     env,
+    on_host,
     read_ledger,
     start_agent,
     sweeper,
@@ -102,7 +103,6 @@ def pg_url(postgres: str, request: pytest.FixtureRequest) -> str:
     return f"{postgres}/{name}"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="simulating two hosts (unshare -u) needs root")
 def test_agents_on_two_hosts_survive_kill_9_through_heartbeats(tmp_path, pg_url):
     hold = tmp_path / "hold"
     hold.touch()  # every trial waits after its epochs while this file exists
@@ -128,7 +128,7 @@ def test_agents_on_two_hosts_survive_kill_9_through_heartbeats(tmp_path, pg_url)
     ]
     with open(b_out, "wb") as out:
         b = subprocess.Popen(
-            ["unshare", "-u", "sh", "-c", 'hostname nodeb && exec "$@"', "sh", *recipe],
+            on_host("nodeb", recipe),
             cwd=tmp_path,
             env=env(tmp_path),
             stdout=out,

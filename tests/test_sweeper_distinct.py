@@ -40,11 +40,19 @@ def test_four_agents_run_sixteen_distinct_configurations_of_twenty_four(tmp_path
     assert len({t.user_attrs["agent"] for t in counted}) > 1, "the agents shared the work"
 
 
+def wrapped(cfg: dict, space: sp.Space) -> optuna.samplers.BaseSampler:
+    """The method's wrapper around a fast model (TPE) for bayes: the wrapper is what is tested
+    here; the agents above use the real bayes sampler."""
+    if cfg["method"] == "bayes":
+        return sp.Distinct(optuna.samplers.TPESampler(seed=1), space, 1, nearest=True)
+    return sp.sampler_for(cfg, space, seed=1)
+
+
 def ask_all(cfg: dict, n: int, running: int = 0) -> optuna.Study:
     """``n`` trials asked one after another; the first ``running`` stay running."""
     space, problems = sp.build_space(cfg["parameters"], "test")
     assert not problems
-    study = optuna.create_study(sampler=sp.sampler_for(cfg, space, seed=1))
+    study = optuna.create_study(sampler=wrapped(cfg, space))
     for i in range(n):
         trial = study.ask(fixed_distributions=space.distributions)
         if i >= running:
@@ -62,8 +70,16 @@ def test_running_and_finished_configurations_are_not_proposed_again(method):
     assert len({sp.params_key(t.params) for t in more.trials[:24]}) == 24
 
 
+def test_bayes_is_a_gaussian_process_up_to_its_budget_limit():
+    space, _ = sp.build_space(DISCRETE, "test")
+    for run_cap, kind in ((24, optuna.samplers.GPSampler), (1000, optuna.samplers.TPESampler)):
+        sampler = sp.sampler_for({"method": "bayes", "run_cap": run_cap}, space)
+        assert isinstance(sampler, sp.Distinct) and isinstance(sampler.base, kind)
+    assert sp.GP_MAX_TRIALS < 1000
+
+
 def test_enqueued_trials_keep_their_configuration():
-    cfg = {"method": "bayes", "parameters": DISCRETE}
+    cfg = {"method": "bayes", "run_cap": 24, "parameters": DISCRETE}
     space, _ = sp.build_space(cfg["parameters"], "test")
     study = optuna.create_study(sampler=sp.sampler_for(cfg, space, seed=0))
     point = {"x": 0.3, "epochs": 2, "k": "b"}
@@ -75,12 +91,18 @@ def test_enqueued_trials_keep_their_configuration():
     assert study.ask(fixed_distributions=space.distributions).params == point
 
 
-def test_continuous_spaces_sample_as_the_wrapped_sampler():
+def test_continuous_spaces_sample_as_the_bayes_sampler_with_running_trials():
     cfg = {
         "method": "bayes",
+        "run_cap": 14,
         "parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}},
     }
-    study = ask_all(cfg, 14, running=4)
+    space, _ = sp.build_space(cfg["parameters"], "test")
+    study = optuna.create_study(sampler=sp.sampler_for(cfg, space, seed=1))
+    for i in range(14):
+        trial = study.ask(fixed_distributions=space.distributions)
+        if i >= 4:  # the first four stay running while the process models the rest
+            study.tell(trial, abs(trial.params["lr"] - 1e-3))
     lrs = [t.params["lr"] for t in study.trials]
     assert len(set(lrs)) == 14 and all(1e-5 <= v <= 1e-2 for v in lrs)
     assert [t.state for t in study.trials[:4]] == [TrialState.RUNNING] * 4

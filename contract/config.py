@@ -20,7 +20,11 @@ from typing import Any
 from contract.errors import ConfigError, UserError
 
 RECON_LOSSES = ("l1", "l2")
-DATA_SOURCES = ("synthetic", "folder", "mni152")
+DATA_SOURCES = ("synthetic", "folder", "datalist", "mni152")
+# Sources whose images come from the user's files, where intensity scaling applies.
+FILE_SOURCES = ("folder", "datalist")
+INTENSITY_SCALINGS = ("minmax", "percentile")
+FITS = ("pad_resize", "resize", "crop")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Axial slices of the MNI152 T1 template (nilearn's copy) with brain on at least 5% of the
 # slice; trainer/data.py selects them by that rule and a test checks the two agree.
@@ -131,6 +135,32 @@ class Config:
             "str_or_none", "data", "folder of PNG/JPEG/NIfTI images (data_source=folder)"
         ),
     )
+    datalist: str | None = field(
+        default=None,
+        metadata=_opt(
+            "str_or_none",
+            "data",
+            "MONAI datalist JSON, training/validation lists of {image: path} (data_source=datalist)",
+        ),
+    )
+    intensity: str = field(
+        default="minmax",
+        metadata=_opt(
+            "choice",
+            "data",
+            "file images to [0, 1]: min-max, or percentiles 0-99.5 (MONAI's 3D recipe)",
+            INTENSITY_SCALINGS,
+        ),
+    )
+    fit: str = field(
+        default="pad_resize",
+        metadata=_opt(
+            "choice",
+            "data",
+            "to image_size: pad to a square/cube then resize, resize each axis, or centre crop/pad",
+            FITS,
+        ),
+    )
     image_size: int = field(
         default=64,
         metadata=_opt("int", "data", "side of the square/cubic images; divisible by 2**(levels-1)"),
@@ -149,7 +179,28 @@ class Config:
         default=False,
         metadata=_opt("bool", "data", "random flips/rotations/affine on training images"),
     )
-    num_workers: int = field(default=0, metadata=_opt("int", "data", "DataLoader worker processes"))
+    num_workers: int = field(
+        default=0,
+        metadata=_opt(
+            "int", "data", "DataLoader workers that read (streamed) and augment batches; 0 = none"
+        ),
+    )
+    stream_above_gb: float = field(
+        default=2.0,
+        metadata=_opt(
+            "float",
+            "data",
+            "splits (train + val) larger than this stream from the cache; 0 = always",
+        ),
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "str_or_none",
+            "data",
+            "preprocessed splits; None = $VAE_SWEEPS_CACHE or ~/.cache/vae-sweeps",
+        ),
+    )
 
     # --- logging and outputs ---------------------------------------------------------------
     max_val_triplets: int | None = field(
@@ -347,6 +398,18 @@ def check(cfg: Config) -> None:
         raise ConfigError("num_workers", cfg.num_workers, "must be >= 0")
     if cfg.data_source == "folder" and not cfg.data_dir:
         raise ConfigError("data_dir", cfg.data_dir, "is required when data_source=folder")
+    if cfg.data_source == "datalist" and not cfg.datalist:
+        raise ConfigError("datalist", cfg.datalist, "is required when data_source=datalist")
+    if cfg.datalist and cfg.data_source != "datalist":
+        raise ConfigError("datalist", cfg.datalist, "is read only with data_source=datalist")
+    if cfg.intensity != "minmax" and cfg.data_source not in FILE_SOURCES:
+        raise ConfigError(
+            "intensity",
+            cfg.intensity,
+            f"applies to images read from files (data_source={' or '.join(FILE_SOURCES)})",
+        )
+    if not cfg.stream_above_gb >= 0:
+        raise ConfigError("stream_above_gb", cfg.stream_above_gb, "must be >= 0")
     if cfg.data_source == "mni152" and cfg.spatial_dims != 2:
         raise ConfigError(
             "spatial_dims", cfg.spatial_dims, "data_source=mni152 gives 2D slices: use 2"

@@ -59,6 +59,11 @@ SUMMARY_RUN_DIR = "run_dir"  # where checkpoint.pt, best.pt and progress.jsonl a
 # References the trainer records once per run, so a verdict of "high" needs no sibling run.
 SUMMARY_INIT_VAL_RECON = "init_val_recon_loss"  # val/recon_loss before the first optimizer step
 SUMMARY_TRIVIAL_VAL_RECON = "trivial_val_recon_loss"  # val loss of the mean training image
+# Where start-up time goes: seconds to have both data splits ready (decoded, or from the disk
+# cache), whether the cache already held them, and whether training streams them from disk.
+SUMMARY_DATA_SECONDS = "data_seconds"
+SUMMARY_DATA_CACHE_HIT = "data_cache_hit"
+SUMMARY_DATA_STREAMED = "data_streamed"
 STATUS_FINISHED, STATUS_STOPPED = "finished", "stopped"
 STATUS_PREEMPTED, STATUS_DIVERGED = "preempted", "diverged"
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.cache import ENV as CACHE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,6 +28,14 @@ def offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own data cache, never the user's; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture

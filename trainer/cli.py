@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from contract.config import Config, build, help_text, load_yaml, parse_cli
+from contract.config import FILE_SOURCES, Config, build, help_text, load_yaml, parse_cli
 from contract.errors import UserError
 from trainer import files
 
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE + help_text())
         return 0
     cfg = resolve(argv)
-    if cfg.data_source == "folder":
-        files.split(cfg)  # a missing or empty folder fails here, before torch loads
+    if cfg.data_source in FILE_SOURCES:
+        files.split(cfg)  # a missing folder or a bad datalist fails here, before torch loads
     from trainer import train  # torch, MONAI and wandb load only for a valid config
 
     return train.run(cfg)

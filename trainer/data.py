@@ -1,15 +1,20 @@
-"""Training and validation images, all in memory as float tensors in [0, 1].
+"""Training and validation images as float tensors in [0, 1], decoded once per machine.
 
-Sources (``data_source``): ``synthetic`` MONAI blobs, ``folder`` of PNG/JPEG/NIfTI files,
-``mni152`` axial slices of the MNI152 template shipped inside the nilearn wheel. Every
-image becomes ``(in_channels, *[image_size] * spatial_dims)``: padded to a square (cube)
-with zeros, then resized, so the whole field of view is kept.
+Sources (``data_source``): ``synthetic`` MONAI blobs, ``folder`` of PNG/JPEG/NIfTI files, a
+MONAI ``datalist`` JSON, ``mni152`` axial slices of the MNI152 template shipped inside the
+nilearn wheel. Every image becomes ``(in_channels, *[image_size] * spatial_dims)`` (``fit``:
+padded to a square or cube and resized, so the whole field of view is kept; or resized per
+axis; or centre-cropped). Both splits go to the disk cache (``trainer.cache``) that every
+trial and agent of the machine shares, so a sweep decodes its files once. A run then holds the
+splits in memory, or, when they are larger than ``stream_above_gb``, reads training batches
+memory-mapped from the cache through DataLoader workers and never holds a split whole.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,59 +22,167 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from contract.config import Config
+from contract.config import FILE_SOURCES, Config
 from contract.errors import UserError
-from trainer import files
+from trainer import cache, files
 
 MNI152_FILE = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 # A slice is usable when brain (above 10% of the maximum) covers this share of it.
 MNI152_MIN_BRAIN = 0.05
+# MONAI's 3D AutoencoderKL recipe: ScaleIntensityRangePercentiles(0, 99.5) to [0, 1].
+PERCENTILES = (0.0, 99.5)
+BYTES_PER_GB = 1e9
+
+
+class OnDisk:
+    """A split in the cache, read memory-mapped: rows are read when asked for, so the split is
+    never held in memory (the OS page cache may keep what was read, and gives it back)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._array: np.ndarray | None = None
+        self.shape = tuple(self.array.shape)
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:  # opened once per process, DataLoader workers included
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int | slice) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[index]))  # a copy: the map is read-only
+
+    def __getstate__(self) -> dict:
+        # Workers started with spawn reopen the file rather than receive a pickled copy.
+        return {**vars(self), "_array": None}
+
+
+Split = torch.Tensor | OnDisk
 
 
 @dataclass
 class Data:
-    train: torch.Tensor  # (N, C, *spatial), float32 in [0, 1]
-    val: torch.Tensor
+    train: Split  # (N, C, *spatial), float32 in [0, 1]
+    val: Split
+    description: str
+    seconds: float = 0.0  # to have both splits ready: the run summary's data_seconds
+    cache_hit: bool = False
+    streamed: bool = False
+
+
+@dataclass
+class _Plan:
+    """How to build both splits, and the recipe that keys them in the cache."""
+
+    recipe: dict
+    shapes: cache.Shapes
+    build: cache.Builder
     description: str
 
 
 def load(cfg: Config) -> Data:
-    """Build both splits for ``cfg``; bad folders or files raise a one-line UserError."""
+    """Both splits for ``cfg``, from the cache or built into it; bad folders or files raise a
+    one-line UserError naming them."""
+    started = time.perf_counter()
+    plan = _plan(cfg)
+    entry = cache.get(cache.root(cfg.cache_dir), plan.recipe, plan.shapes, plan.build)
+    size = sum(int(np.prod(shape)) for shape in plan.shapes.values()) * 4
+    streamed = size > cfg.stream_above_gb * BYTES_PER_GB
+    if streamed:
+        train, val = OnDisk(entry.path("train")), OnDisk(entry.path("val"))
+    else:
+        train, val = (torch.from_numpy(np.load(entry.path(s))) for s in cache.SPLITS)
+    seconds = time.perf_counter() - started
+    how = "from the cache" if entry.hit else "decoded into the cache"
+    where = f", streamed from {entry.folder}" if streamed else ""
+    description = (
+        f"{plan.description}, {size / BYTES_PER_GB:.2f} GB {how} in {seconds:.2f} s{where}"
+    )
+    return Data(train, val, description, seconds, entry.hit, streamed)
+
+
+def _plan(cfg: Config) -> _Plan:
     if cfg.data_source == "synthetic":
         return _synthetic(cfg)
-    if cfg.data_source == "folder":
-        return _folder(cfg)
+    if cfg.data_source in FILE_SOURCES:
+        return _files(cfg)
     if cfg.data_source == "mni152":
         return _mni152(cfg)
     raise AssertionError(cfg.data_source)
 
 
+def image_shape(cfg: Config) -> tuple[int, ...]:
+    return (cfg.in_channels, *(cfg.image_size,) * cfg.spatial_dims)
+
+
+def _recipe(cfg: Config, **source) -> dict:
+    """Everything that changes the tensors of a source."""
+    keys = ("data_source", "image_size", "spatial_dims", "in_channels", "intensity", "fit")
+    return {**{k: getattr(cfg, k) for k in keys}, **source}
+
+
+def _shapes(cfg: Config, n_train: int, n_val: int) -> cache.Shapes:
+    return {"train": (n_train, *image_shape(cfg)), "val": (n_val, *image_shape(cfg))}
+
+
+def _fill(array: np.ndarray, images: Iterator[torch.Tensor]) -> None:
+    for i, image in enumerate(images):
+        array[i] = image.numpy()
+
+
 # --- synthetic ----------------------------------------------------------------------------
-def _synthetic(cfg: Config) -> Data:
-    from monai.data.synthetic import create_test_image_2d, create_test_image_3d
+def _synthetic(cfg: Config) -> _Plan:
+    def build(arrays: dict[str, np.ndarray]) -> None:
+        from monai.data.synthetic import create_test_image_2d, create_test_image_3d
 
-    rs = np.random.RandomState(cfg.seed)
-    size = cfg.image_size
-    blobs = {"rad_max": max(3, size // 4), "rad_min": max(1, size // 16)}
+        rs = np.random.RandomState(cfg.seed)  # train first, then val: one stream of draws
+        size = cfg.image_size
+        blobs = {"rad_max": max(3, size // 4), "rad_min": max(1, size // 16)}
+        for split in cache.SPLITS:
+            for i in range(len(arrays[split])):
+                if cfg.spatial_dims == 2:
+                    img, _ = create_test_image_2d(size, size, random_state=rs, **blobs)
+                else:
+                    img, _ = create_test_image_3d(size, size, size, random_state=rs, **blobs)
+                arrays[split][i] = img[None].astype(np.float32)  # broadcast to in_channels
 
-    def one() -> np.ndarray:
-        if cfg.spatial_dims == 2:
-            img, _ = create_test_image_2d(size, size, random_state=rs, **blobs)
-        else:
-            img, _ = create_test_image_3d(size, size, size, random_state=rs, **blobs)
-        return np.repeat(img[None].astype(np.float32), cfg.in_channels, axis=0)
-
-    train = torch.from_numpy(np.stack([one() for _ in range(cfg.n_train)]))
-    val = torch.from_numpy(np.stack([one() for _ in range(cfg.n_val)]))
-    return Data(train, val, f"synthetic blobs (seed {cfg.seed})")
+    return _Plan(
+        _recipe(cfg, seed=cfg.seed, n_train=cfg.n_train, n_val=cfg.n_val),
+        _shapes(cfg, cfg.n_train, cfg.n_val),
+        build,
+        f"synthetic blobs (seed {cfg.seed})",
+    )
 
 
-# --- folder -------------------------------------------------------------------------------
-def _folder(cfg: Config) -> Data:
+# --- folder and datalist ---------------------------------------------------------------------
+def _files(cfg: Config) -> _Plan:
     train_files, val_files, how = files.split(cfg)
-    train = torch.stack([_read(p, cfg) for p in train_files])
-    val = torch.stack([_read(p, cfg) for p in val_files])
-    return Data(train, val, f"{cfg.data_dir} ({how}: {len(train)} train, {len(val)} val)")
+
+    def stamp(path: Path) -> list:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read image ({exc.strerror})") from None
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+    def build(arrays: dict[str, np.ndarray]) -> None:
+        for split, paths in (("train", train_files), ("val", val_files)):
+            _fill(arrays[split], (_read(p, cfg) for p in paths))
+
+    where = cfg.data_dir if cfg.data_source == "folder" else cfg.datalist
+    return _Plan(
+        _recipe(
+            cfg,
+            train=[stamp(p) for p in train_files],
+            val=[stamp(p) for p in val_files],
+        ),
+        _shapes(cfg, len(train_files), len(val_files)),
+        build,
+        f"{where} ({how}: {len(train_files)} train, {len(val_files)} val)",
+    )
 
 
 def _read(path: Path, cfg: Config) -> torch.Tensor:
@@ -97,11 +210,12 @@ def _read_picture(path: Path, cfg: Config) -> np.ndarray:
     with Image.open(path) as img:
         img.load()
         if img.mode.startswith("I") and cfg.in_channels == 1:  # 16/32-bit greyscale
-            return _minmax(np.asarray(img, dtype=np.float32))[None]
+            return _scale(np.asarray(img, dtype=np.float32)[None], cfg)
         # PIL arrays are (rows, columns): no transpose, unlike MONAI's PILReader default.
         array = np.asarray(img.convert("L" if cfg.in_channels == 1 else "RGB"), dtype=np.float32)
-    array = array / 255.0
-    return array[None] if cfg.in_channels == 1 else array.transpose(2, 0, 1)
+    array = array[None] if cfg.in_channels == 1 else array.transpose(2, 0, 1)
+    # Min-max of an 8-bit picture is its own range: black stays black, white stays white.
+    return array / 255.0 if cfg.intensity == "minmax" else _scale(array, cfg)
 
 
 def _read_nifti(path: Path, cfg: Config) -> np.ndarray:
@@ -121,30 +235,50 @@ def _read_nifti(path: Path, cfg: Config) -> np.ndarray:
         )
     if not np.isfinite(array).all():
         raise UserError(f"{path}: contains NaN or infinite values")
-    return _minmax(array)
+    return _scale(array, cfg)
 
 
-def _minmax(array: np.ndarray) -> np.ndarray:
-    low, high = float(array.min()), float(array.max())
-    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+def _scale(array: np.ndarray, cfg: Config) -> np.ndarray:
+    """To [0, 1]: the image's min and max, or MONAI's ScaleIntensityRangePercentiles with the
+    0th and 99.5th percentiles (robust to a few bright voxels; values above are clipped)."""
+    if cfg.intensity == "minmax":
+        low, high = float(array.min()), float(array.max())
+        return (array - low) / (high - low) if high > low else np.zeros_like(array)
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    lower, upper = PERCENTILES
+    scale = ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=1.0, clip=True)
+    return np.asarray(scale(array), dtype=np.float32)
 
 
 def _fit(image: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Zero-pad to a square/cube (centred), then resize to image_size."""
-    spatial = image.shape[1:]
-    side = max(spatial)
-    pad: list[int] = []
-    for n in reversed(spatial):  # F.pad wants the last dimension first
-        before = (side - n) // 2
-        pad += [before, side - n - before]
-    image = F.pad(image, pad)
-    if side != cfg.image_size:
+    """(C, *spatial) -> (C, *[image_size] * dims), by ``cfg.fit``, clipped to [0, 1]."""
+    size = cfg.image_size
+    if cfg.fit == "crop":
+        return _centre(image, (size,) * cfg.spatial_dims).clamp_(0.0, 1.0)
+    if cfg.fit == "pad_resize":  # a square/cube first, so the whole field of view is kept
+        image = _centre(image, (max(image.shape[1:]),) * cfg.spatial_dims)
+    if tuple(image.shape[1:]) != (size,) * cfg.spatial_dims:
         mode = "bilinear" if cfg.spatial_dims == 2 else "trilinear"
-        shrink = cfg.spatial_dims == 2 and side > cfg.image_size
+        shrink = cfg.spatial_dims == 2 and max(image.shape[1:]) > size
         image = F.interpolate(
-            image[None], size=(cfg.image_size,) * cfg.spatial_dims, mode=mode, antialias=shrink
+            image[None], size=(size,) * cfg.spatial_dims, mode=mode, antialias=shrink
         )[0]
     return image.clamp_(0.0, 1.0)
+
+
+def _centre(image: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Centre-crop the axes longer than ``spatial`` and zero-pad the shorter ones."""
+    crop = tuple(
+        slice((n - want) // 2, (n - want) // 2 + want) if n > want else slice(None)
+        for n, want in zip(image.shape[1:], spatial, strict=True)
+    )
+    image = image[(slice(None), *crop)]
+    pad: list[int] = []
+    for n, want in reversed(list(zip(image.shape[1:], spatial, strict=True))):
+        before = (want - n) // 2  # F.pad wants the last dimension first
+        pad += [before, want - n - before]
+    return F.pad(image, pad)
 
 
 # --- MNI152 -------------------------------------------------------------------------------
@@ -173,21 +307,38 @@ def mni152_slices() -> np.ndarray:
     return np.ascontiguousarray(np.flip(volume[:, :, keep].transpose(2, 1, 0), axis=1))
 
 
-def _mni152(cfg: Config) -> Data:
-    slices = mni152_slices()
+def _mni152(cfg: Config) -> _Plan:
     total = cfg.n_train + cfg.n_val
-    if total > len(slices):
-        raise UserError(
-            f"n_train + n_val = {total}: the MNI152 template has only {len(slices)} usable slices"
-        )
-    chosen = np.unique(np.linspace(0, len(slices) - 1, total).round().astype(int))
-    # Validation slices spread evenly through the brain, so both splits see every level.
-    val_pos = set(np.linspace(0, len(chosen) - 1, cfg.n_val).round().astype(int).tolist())
-    images = [_fit(torch.from_numpy(slices[i].copy())[None], cfg) for i in chosen]
-    train = torch.stack([im for k, im in enumerate(images) if k not in val_pos])
-    val = torch.stack([im for k, im in enumerate(images) if k in val_pos])
-    return Data(
-        train, val, f"MNI152 (ICBM 2009a) T1 axial slices ({len(train)} train, {len(val)} val)"
+    template = mni152_path()
+
+    def build(arrays: dict[str, np.ndarray]) -> None:
+        slices = mni152_slices()
+        if total > len(slices):
+            raise UserError(
+                f"n_train + n_val = {total}: the MNI152 template has only {len(slices)} usable "
+                "slices"
+            )
+        chosen = np.linspace(0, len(slices) - 1, total).round().astype(int)
+        # Validation slices spread evenly through the brain, so both splits see every level.
+        val_pos = set(np.linspace(0, total - 1, cfg.n_val).round().astype(int).tolist())
+        images = (_fit(torch.from_numpy(slices[i].copy())[None], cfg) for i in chosen)
+        n = {"train": 0, "val": 0}
+        for k, image in enumerate(images):
+            split = "val" if k in val_pos else "train"
+            arrays[split][n[split]] = image.numpy()
+            n[split] += 1
+
+    st = template.stat()
+    return _Plan(
+        _recipe(
+            cfg,
+            template=[str(template), st.st_size, st.st_mtime_ns],
+            n_train=cfg.n_train,
+            n_val=cfg.n_val,
+        ),
+        _shapes(cfg, cfg.n_train, cfg.n_val),
+        build,
+        f"MNI152 (ICBM 2009a) T1 axial slices ({cfg.n_train} train, {cfg.n_val} val)",
     )
 
 
@@ -197,12 +348,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def train_batches(
-    data: torch.Tensor, cfg: Config, epoch: int, skip: int = 0
-) -> Iterator[torch.Tensor]:
-    """Batches of one training epoch, leaving out its first ``skip`` batches (a resume)."""
+def train_batches(data: Split, cfg: Config, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
+    """Batches of one training epoch, leaving out its first ``skip`` batches (a resume). The
+    same batches, in the same order, whether ``data`` is in memory or streamed from disk."""
     order = epoch_order(len(data), cfg.seed, epoch)
-    if not cfg.augment:
+    if isinstance(data, torch.Tensor) and not cfg.augment:
         # Indices on the data's device: one copy per epoch, so a CUDA step never waits for one.
         for idx in list(order.to(data.device).split(cfg.batch_size))[skip:]:
             yield data[idx]
@@ -211,28 +361,47 @@ def train_batches(
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
-        _Augmented(data, augmentations(cfg), seed=cfg.seed * 100_003 + epoch),
+        _Samples(data, augmentations(cfg) if cfg.augment else None, cfg.seed * 100_003 + epoch),
         batch_sampler=[idx.tolist() for idx in chunks],
         num_workers=cfg.num_workers,
+        # Page-locked batches let .to(device, non_blocking=True) overlap the copy with compute.
+        pin_memory=torch.cuda.is_available(),
     )
     yield from loader
+
+
+def val_batches(
+    data: Split, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The validation split in order, one batch at a time on ``device``, with the index of
+    its first sample."""
+    for start in range(0, len(data), batch_size):
+        yield start, data[start : start + batch_size].to(device, non_blocking=True)
+
+
+def to_device(data: Split, device: torch.device) -> Split:
+    """An in-memory split moves to the device once; a streamed one stays on disk."""
+    return data.to(device) if isinstance(data, torch.Tensor) else data
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-class _Augmented(torch.utils.data.Dataset):
-    """Each sample's random draw depends on (seed, epoch, index) only: the same with any
-    number of workers, and after a mid-epoch resume."""
+class _Samples(torch.utils.data.Dataset):
+    """One training sample, read (from memory or the disk cache) and optionally augmented.
+    Each sample's random draw depends on (seed, epoch, index) only: the same with any number
+    of workers, and after a mid-epoch resume."""
 
-    def __init__(self, data: torch.Tensor, transform, seed: int):
+    def __init__(self, data: Split, transform: Callable | None, seed: int):
         self.data, self.transform, self.seed = data, transform, seed
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.transform is None:
+            return self.data[i]
         self.transform.set_random_state(seed=(self.seed * 1_000_003 + i) % 2**32)
         out = self.transform(self.data[i])
         # Random transforms return MetaTensor; the model (and torch.compile) want plain tensors.

@@ -384,6 +384,16 @@ def to_device(data: Split, device: torch.device) -> Split:
     return data.to(device) if isinstance(data, torch.Tensor) else data
 
 
+def mean_image(data: Split, chunk: int = 64) -> torch.Tensor:
+    """The mean image of a split, (1, C, *spatial), read a chunk at a time when streamed."""
+    if isinstance(data, torch.Tensor):
+        return data.float().mean(dim=0, keepdim=True)
+    total = torch.zeros((1, *data.shape[1:]), dtype=torch.float64)
+    for start in range(0, len(data), chunk):
+        total += data[start : start + chunk].sum(dim=0, keepdim=True, dtype=torch.float64)
+    return (total / len(data)).float()
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 

@@ -162,8 +162,8 @@ class State:
     folder: Path
     pos: checkpoint.Position
     rows: logger.StepRows
-    train_x: torch.Tensor
-    val_x: torch.Tensor
+    train_x: datasets.Split  # on the device, or streamed from the disk cache
+    val_x: datasets.Split
     n_steps: int
     # Online, a resumed run's summary holds the last train/step and epoch the server has; a
     # restart from an older checkpoint (after a hard kill) then re-trains those steps without
@@ -221,9 +221,17 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
     logged_epoch = max(pos.epoch, int(run.summary.get(m.EPOCH) or 0))
     logger.define_metrics(run)
     n_params = sum(t.numel() for t in model.parameters() if t.requires_grad)
-    run.summary.update({m.SUMMARY_PARAMETERS: n_params, m.SUMMARY_RUN_DIR: str(folder)})
-    # Without augmentation the whole (small) training set lives on the device: no copies per step.
-    train_x = p.data.train if cfg.augment else p.data.train.to(device)
+    run.summary.update(
+        {
+            m.SUMMARY_PARAMETERS: n_params,
+            m.SUMMARY_RUN_DIR: str(folder),
+            m.SUMMARY_DATA_SECONDS: p.data.seconds,
+            m.SUMMARY_DATA_CACHE_HIT: p.data.cache_hit,
+            m.SUMMARY_DATA_STREAMED: p.data.streamed,
+        }
+    )
+    # Without augmentation an in-memory training set lives on the device: no copies per step.
+    train_x = p.data.train if cfg.augment else datasets.to_device(p.data.train, device)
     s = State(
         cfg=cfg,
         device=device,
@@ -239,7 +247,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         pos=pos,
         rows=logger.StepRows(run, log_from_step=logged_step),
         train_x=train_x,
-        val_x=p.data.val.to(device),
+        val_x=datasets.to_device(p.data.val, device),
         n_steps=datasets.steps_per_epoch(len(train_x), cfg.batch_size),
         logged_step=logged_step,
         logged_epoch=logged_epoch,
@@ -419,11 +427,10 @@ def validate(s: State):
     cfg, val_x = s.cfg, s.val_x
     s.net.eval()
     cap = len(val_x) if cfg.max_val_triplets is None else min(cfg.max_val_triplets, len(val_x))
-    recon_sum = torch.zeros((), device=val_x.device)
-    kl_sum = torch.zeros((), device=val_x.device)
+    recon_sum = torch.zeros((), device=s.device)
+    kl_sum = torch.zeros((), device=s.device)
     triplets = {}
-    for start in range(0, len(val_x), cfg.batch_size):
-        x = val_x[start : start + cfg.batch_size]
+    for start, x in datasets.val_batches(val_x, cfg.batch_size, s.device):
         with autocast(s):
             recon, z_mu, z_sigma = forward(s.net, x, sample=False)
             out = losses(x, recon, z_mu, z_sigma, cfg, s.perceptual)
@@ -448,9 +455,8 @@ def references(s: State) -> dict[str, float]:
     pos, val_x = s.pos, s.val_x
 
     def val_recon(reconstruct) -> float:
-        total = torch.zeros((), device=val_x.device)
-        for start in range(0, len(val_x), s.cfg.batch_size):
-            x = val_x[start : start + s.cfg.batch_size]
+        total = torch.zeros((), device=s.device)
+        for _, x in datasets.val_batches(val_x, s.cfg.batch_size, s.device):
             with autocast(s):
                 total += recon_loss(x, reconstruct(x), s.cfg) * len(x)
         return (total / len(val_x)).item()
@@ -460,7 +466,7 @@ def references(s: State) -> dict[str, float]:
         pos.init_val_recon = val_recon(lambda x: forward(s.net, x, sample=False)[0])
         s.net.train()
     if not math.isfinite(pos.trivial_val_recon):
-        mean = s.train_x.float().mean(dim=0, keepdim=True).to(val_x.device)
+        mean = datasets.mean_image(s.train_x).to(s.device)
         pos.trivial_val_recon = val_recon(lambda x: mean.expand_as(x))
     values = {
         m.SUMMARY_INIT_VAL_RECON: pos.init_val_recon,

@@ -54,6 +54,8 @@ bench: install
 	$(BIN)/python bench/trial_overhead.py
 	$(BIN)/python bench/analysis_scale.py
 	$(BIN)/python bench/search_quality.py --keep outputs/bench/search_quality_table.json
+	$(BIN)/python bench/data_stream.py
+	$(BIN)/python bench/data_cache.py
 
 clean:
 	rm -rf outputs reports logs

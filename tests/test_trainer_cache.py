@@ -164,6 +164,8 @@ def test_streamed_batches_equal_in_memory_ones(extra) -> None:
     assert starts == (0, 2)
     assert torch.equal(torch.cat(val_a), torch.cat(val_b))
     assert torch.equal(torch.cat(val_b), memory.val)
+    assert torch.equal(data.mean_image(memory.train), data.mean_image(streamed.train))
+    assert torch.allclose(data.mean_image(memory.train), memory.train.mean(0, keepdim=True))
 
 
 def test_the_limit_decides_the_path() -> None:

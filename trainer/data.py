@@ -366,6 +366,9 @@ def train_batches(data: Split, cfg: Config, epoch: int, skip: int = 0) -> Iterat
         num_workers=cfg.num_workers,
         # Page-locked batches let .to(device, non_blocking=True) overlap the copy with compute.
         pin_memory=torch.cuda.is_available(),
+        # A loader draws its workers' base seed from this generator; from the global one it
+        # would shift the model's random stream at each epoch start, and a resume with it.
+        generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
     )
     yield from loader
 
@@ -385,12 +388,12 @@ def to_device(data: Split, device: torch.device) -> Split:
 
 
 def mean_image(data: Split, chunk: int = 64) -> torch.Tensor:
-    """The mean image of a split, (1, C, *spatial), read a chunk at a time when streamed."""
-    if isinstance(data, torch.Tensor):
-        return data.float().mean(dim=0, keepdim=True)
-    total = torch.zeros((1, *data.shape[1:]), dtype=torch.float64)
+    """The mean image of a split, (1, C, *spatial): summed in float64 a chunk at a time, the
+    same way in memory and streamed (never read whole)."""
+    total = torch.zeros((), dtype=torch.float64)
     for start in range(0, len(data), chunk):
-        total += data[start : start + chunk].sum(dim=0, keepdim=True, dtype=torch.float64)
+        part = data[start : start + chunk].sum(dim=0, keepdim=True, dtype=torch.float64)
+        total = total.to(part.device) + part
     return (total / len(data)).float()
 
 

@@ -14,6 +14,7 @@ EXIT_CRASHED = 1
 USER_ERROR_EXIT = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later (W&B requeues after mark_preempting)
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
 
 
 class UserError(Exception):
@@ -36,5 +37,5 @@ def run_cli(main: Callable[[list[str] | None], int], prog: str) -> None:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         code = USER_ERROR_EXIT
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.exit(code)

@@ -29,7 +29,9 @@ import fcntl
 import json
 import math
 import os
+import secrets
 import socket
+import string
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -46,14 +48,16 @@ PROGRESS = "progress.jsonl"
 EXIT = "exit.json"
 TRIAL_LOG = "trial.log"
 
-# Exit-record statuses besides the run's own (metrics.STATUS_*): a user error (exit 2) and a bug.
-STATUS_ERROR, STATUS_CRASHED = "error", "crashed"
+# Exit-record statuses besides the run's own (metrics.STATUS_*): a user error (exit 2), Ctrl-C
+# (exit 130, no checkpoint of the unfinished epoch) and a bug (a traceback in the log).
+STATUS_ERROR, STATUS_INTERRUPTED, STATUS_CRASHED = "error", "interrupted", "crashed"
 EXIT_STATUSES = (
     m.STATUS_FINISHED,
     m.STATUS_STOPPED,
     m.STATUS_PREEMPTED,
     m.STATUS_DIVERGED,
     STATUS_ERROR,
+    STATUS_INTERRUPTED,
     STATUS_CRASHED,
 )
 
@@ -78,6 +82,11 @@ def check_run_id(run_id: str) -> None:
         rule = "must be a folder name: not '.' or '..', no NUL or backslash"
     if rule:
         raise UserError(f"WANDB_RUN_ID={run_id!r}: a run id {rule}")
+
+
+def new_run_id() -> str:
+    """A fresh id in W&B's own form (8 characters, lowercase letters and digits)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
 def run_dir(output_dir: str | Path, run_id: str) -> Path:
@@ -291,7 +300,8 @@ def _finite(value: Any) -> bool:
 # --- exit.json -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExitRecord:
-    """How a trainer process ended. ``epochs``: finished epochs; ``reason``: one line or None."""
+    """How a trainer process ended. ``epochs``: finished epochs; ``reason``: one line or None.
+    ``pid``, ``host`` and ``started`` are its lock's Owner: they tell its attempt from others."""
 
     status: str
     exit_code: int
@@ -303,17 +313,18 @@ class ExitRecord:
     ended: float
 
 
-def write_exit(
-    lock: RunLock, status: str, exit_code: int, epochs: int, reason: str | None = None
-) -> ExitRecord:
-    """Write ``exit.json`` atomically, as the holder of ``lock``."""
+def write_exit(lock: RunLock, status: str, exit_code: int, reason: str | None = None) -> ExitRecord:
+    """Write ``exit.json`` atomically, as the holder of ``lock``; ``reason``'s first line only.
+    ``epochs`` counts the rows of progress.jsonl."""
     if status not in EXIT_STATUSES:
         raise ValueError(f"unknown exit status {status!r}")
+    if reason is not None:
+        reason = (reason.strip().splitlines() or [""])[0]
     record = ExitRecord(
         status,
         exit_code,
         reason,
-        epochs,
+        len(read_progress(lock.folder)),
         lock.owner.pid,
         lock.owner.host,
         lock.owner.started,

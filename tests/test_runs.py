@@ -164,17 +164,14 @@ def test_exit_record_round_trip_and_a_new_holder_clears_it(tmp_path: Path) -> No
     folder = tmp_path / "runs" / "r"
     with runs.take_lock(folder) as lock:
         assert runs.read_exit(folder) is None
-        written = runs.write_exit(lock, m.STATUS_PREEMPTED, 75, 3, "SIGUSR1")
+        write_lines(folder, '{"epoch": 1}', '{"epoch": 2}')
+        written = runs.write_exit(lock, m.STATUS_PREEMPTED, 75, "SIGUSR1\nsecond line")
     back = runs.read_exit(folder)
     assert back == written
-    assert (back.status, back.exit_code, back.epochs, back.reason) == (
-        "preempted",
-        75,
-        3,
-        "SIGUSR1",
-    )
+    assert (back.status, back.exit_code, back.reason) == ("preempted", 75, "SIGUSR1")
+    assert back.epochs == 2, "the rows of progress.jsonl"
     assert back.pid == os.getpid() and back.ended >= back.started
     with runs.take_lock(folder):
         assert runs.read_exit(folder) is None, "a new attempt starts without the old record"
     with pytest.raises(ValueError, match="unknown exit status"), runs.take_lock(folder) as lock:
-        runs.write_exit(lock, "fine", 0, 0)
+        runs.write_exit(lock, "fine", 0)

@@ -11,20 +11,11 @@ import pytest
 import torch
 from conftest import PYTHON, offline_env
 from PIL import Image
-from trainer_helpers import TINY_2D, offline_runs, run_trainer
+from trainer_helpers import TINY_2D, assert_one_line_error, offline_runs, run_trainer
 
 from contract import runs
 from contract.errors import ConfigError, UserError
 from trainer.cli import resolve
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("trainer: error: ")
-    for word in words:
-        assert word in lines[0]
 
 
 def empty_folder(tmp_path: Path) -> str:
@@ -112,18 +103,24 @@ def tiny_cfg(tmp_path: Path, *extra: str):
     return resolve([*TINY_2D, "--max_epochs=1", f"--output_dir={tmp_path / 'out'}", *extra], {})
 
 
+def train_locked(cfg, run_id: str) -> int:
+    """train.run as trainer.cli calls it: in the run folder it has locked."""
+    from trainer import train
+
+    with runs.take_lock(runs.run_dir(cfg.output_dir, run_id)) as lock:
+        return train.run(cfg, lock)
+
+
 @pytest.mark.slow
 def test_run_config_is_the_final_authority(
     tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch, in_process_run
 ) -> None:
-    from trainer import train
-
     params = tmp_path / "params.yaml"
     params.write_text("lr:\n  value: 0.001\nkl_weight:\n  value: 0.0\n")
     monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(params))
     monkeypatch.setenv("WANDB_RUN_ID", "authority1")
     # The trainer is handed a config without the sweep's values; wandb.init merges them in.
-    assert train.run(tiny_cfg(tmp_path)) == 0
+    assert train_locked(tiny_cfg(tmp_path), "authority1") == 0
     saved = torch.load(tmp_path / "out" / "runs" / "authority1" / runs.LATEST, weights_only=True)[
         "config"
     ]
@@ -134,13 +131,12 @@ def test_run_config_is_the_final_authority(
 def test_bad_value_in_run_config_finishes_the_run_with_exit_2(
     tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch, in_process_run
 ) -> None:
-    from trainer import train
-
     params = tmp_path / "params.yaml"
     params.write_text("channels:\n  value: [8, 10]\n")  # 10: not a multiple of 4 groups
     monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(params))
+    monkeypatch.setenv("WANDB_RUN_ID", "badvalue1")  # the trainer sets it; put it back after
     with pytest.raises(ConfigError) as err:
-        train.run(tiny_cfg(tmp_path))
+        train_locked(tiny_cfg(tmp_path), "badvalue1")
     assert err.value.key == "channels"
     (run,) = offline_runs(wandb_offline)
     assert run.exit_code == 2  # finished, not left dangling

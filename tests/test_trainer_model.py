@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from contract import metrics as m
 from contract import runs
 from contract.config import build
 from contract.errors import UserError
@@ -90,12 +91,15 @@ def test_perceptual_off_by_default_and_never_downloads(
         build_perceptual(cfg)
 
 
-def test_checkpoint_round_trip_and_architecture_guard(tmp_path: Path) -> None:
+def test_checkpoint_round_trip_and_resume_guards(tmp_path: Path) -> None:
     cfg = build(TINY)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    row = {m.EPOCH: 2, m.VAL_RECON: 0.5}
     pos = checkpoint.Position(epoch=2, batch=1, step=9, best_val=0.5, best_epoch=2)
+    pos.init_val_recon, pos.trivial_val_recon = 0.9, 0.7  # nan by default: never equal
+    pos.train_images, pos.rows = 8, [row]
     path = tmp_path / "runs" / "x" / runs.LATEST
     torch.manual_seed(5)
     checkpoint.save(path, model, opt, scaler, pos, cfg.to_dict())
@@ -104,15 +108,23 @@ def test_checkpoint_round_trip_and_architecture_guard(tmp_path: Path) -> None:
 
     restored = build_model(cfg)
     opt2 = torch.optim.Adam(restored.parameters(), lr=1e-3)
-    back = checkpoint.load(path, restored, opt2, scaler, cfg.to_dict())
-    assert back == pos
+    back = checkpoint.restore(checkpoint.read(path, cfg.to_dict(), 8), restored, opt2, scaler)
+    assert back == pos and back.rows == [row]
     assert torch.equal(torch.rand(3), expected_draw)  # the RNG continues where it was saved
     for a, b in zip(model.state_dict().values(), restored.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
     other = build({**TINY, "channels": [8, 8, 8]})
-    with pytest.raises(UserError, match=r"written with channels=\[4, 4, 4\]"):
-        checkpoint.load(path, build_model(other), opt2, scaler, other.to_dict())
+    with pytest.raises(UserError, match=r"written with channels=\[4, 4, 4\], this run has"):
+        checkpoint.read(path, other.to_dict(), 8)
+    for key, value in (("batch_size", 2), ("n_train", 16), ("seed", 1), ("lr", 1e-3)):
+        changed = build({**TINY, key: value}).to_dict()
+        with pytest.raises(UserError, match=rf"written with {key}=.*this run has {key}="):
+            checkpoint.read(path, changed, 8)
+    with pytest.raises(UserError, match="trained on 8 training images, this run has 6"):
+        checkpoint.read(path, cfg.to_dict(), 6)
+    longer = build({**TINY, "max_epochs": 50, "log_every": 3}).to_dict()
+    assert checkpoint.read(path, longer, 8)["position"]["epoch"] == 2  # training on is allowed
 
 
 @pytest.mark.parametrize("dims", [2, 3])

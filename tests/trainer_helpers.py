@@ -81,6 +81,16 @@ def signal_and_wait(
     return proc.returncode, out, err
 
 
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit status 2 and one line on stderr holding every word; no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("trainer: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
 def only_run_dir(tmp_path: Path) -> Path:
     """The one run folder under out/runs/."""
     (folder,) = (tmp_path / "out" / "runs").iterdir()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,28 @@ ARCHITECTURE_KEYS = (
     "norm_num_groups",
     "nonlocal_attn",
 )
+# Keys whose change makes the saved position and optimizer state wrong: what a step is (its
+# batches: how many per epoch, which images, in which order, how augmented; its loss; Adam's
+# learning rate, which restoring the optimizer would silently bring back) and what the
+# validation loss, hence best.pt, is measured on. max_epochs may grow (train longer); logging,
+# precision, compile, workers and where files are (data_dir, weights) may change: the number
+# of training images, which a moved folder keeps, is checked instead.
+STEP_KEYS = (
+    "batch_size",
+    "n_train",
+    "n_val",
+    "data_source",
+    "val_fraction",
+    "image_size",
+    "seed",
+    "augment",
+    "lr",
+    "kl_weight",
+    "recon_loss",
+    "perceptual_weight",
+    "perceptual_network",
+)
+RESUME_KEYS = ARCHITECTURE_KEYS + STEP_KEYS
 
 
 @dataclass
@@ -39,6 +61,10 @@ class Position:
     # that every resumed segment writes them again; nan until measured.
     init_val_recon: float = float("nan")
     trivial_val_recon: float = float("nan")
+    train_images: int = 0  # size of the training set (0: not recorded)
+    # The progress.jsonl row of every finished epoch: a kill between this checkpoint and the
+    # row's append loses nothing, the next start appends what the file misses.
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -71,18 +97,34 @@ def save(
     _atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load(
-    path: Path,
+def read(path: Path, config: dict[str, Any], train_images: int) -> dict[str, Any]:
+    """The saved state, if this config and data may resume it; else UserError, one line."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state["config"]
+    changed = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
+    if changed:
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        now = ", ".join(f"{k}={config.get(k)!r}" for k in changed)
+        raise UserError(
+            f"{path}: checkpoint was written with {was}, this run has {now}; resume with the "
+            "same values, or start a new run (another WANDB_RUN_ID)"
+        )
+    recorded = state["position"].get("train_images", 0)
+    if recorded and recorded != train_images:
+        raise UserError(
+            f"{path}: checkpoint was trained on {recorded} training images, this run has "
+            f"{train_images}; resume with the same data, or start a new run (another WANDB_RUN_ID)"
+        )
+    return state
+
+
+def restore(
+    state: dict[str, Any],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    config: dict[str, Any],
 ) -> Position:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    changed = [k for k in ARCHITECTURE_KEYS if state["config"].get(k) != config.get(k)]
-    if changed:
-        saved = ", ".join(f"{k}={state['config'].get(k)!r}" for k in changed)
-        raise UserError(f"{path}: checkpoint was written with {saved}; resume with the same values")
+    """Put a state from ``read`` back; returns where training stands."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if state["scaler"]:

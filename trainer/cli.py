@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+from contract import runs
 from contract.config import FILE_SOURCES, Config, build, help_text, load_yaml, parse_cli
-from contract.errors import UserError
+from contract.errors import EXIT_CRASHED, EXIT_INTERRUPTED, USER_ERROR_EXIT, UserError
 from trainer import files
 
 USAGE = """usage: python -m trainer [--config FILE.yaml] [--key=value ...]
@@ -20,7 +21,9 @@ USAGE = """usage: python -m trainer [--config FILE.yaml] [--key=value ...]
 Train MONAI's AutoencoderKL once and log it to Weights & Biases (offline with WANDB_MODE=offline).
 Values are Python literals, as `wandb agent` writes them: --channels=[32, 64] --augment=True.
 Precedence: defaults < --config file < --key=value < the sweep's values in wandb.config.
-Exit status: 0 finished or stopped (SIGTERM), 2 bad input, 3 diverged, 75 preempted (SIGUSR1).
+Exit status: 0 finished or stopped (SIGTERM), 2 bad input (or the run id is being trained by
+another process), 3 diverged, 75 preempted (SIGUSR1), 130 Ctrl-C. The run folder
+<output_dir>/runs/<run id>/ holds run.lock, the checkpoints, progress.jsonl and exit.json.
 """
 
 
@@ -64,6 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve(argv)
     if cfg.data_source in FILE_SOURCES:
         files.split(cfg)  # a missing folder or a bad datalist fails here, before torch loads
-    from trainer import train  # torch, MONAI and wandb load only for a valid config
+    run_id = os.environ.get("WANDB_RUN_ID") or runs.new_run_id()
+    runs.check_run_id(run_id)  # the id names a folder: refused before anything is created
+    # The lock, before torch loads and before anything is written: a second process on a run
+    # id that is being trained stops here in milliseconds, having changed nothing.
+    with runs.take_lock(runs.run_dir(cfg.output_dir, run_id)) as lock:
+        try:
+            from trainer import train  # torch, MONAI and wandb load only for a valid config
 
-    return train.run(cfg)
+            return train.run(cfg, lock)
+        except UserError as exc:
+            runs.write_exit(lock, runs.STATUS_ERROR, USER_ERROR_EXIT, str(exc))
+            raise
+        except KeyboardInterrupt:
+            runs.write_exit(lock, runs.STATUS_INTERRUPTED, EXIT_INTERRUPTED, "SIGINT")
+            raise
+        except Exception as exc:
+            runs.write_exit(lock, runs.STATUS_CRASHED, EXIT_CRASHED, f"{type(exc).__name__}: {exc}")
+            raise

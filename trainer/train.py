@@ -4,11 +4,13 @@ Importing this module loads torch, MONAI and wandb but initialises no CUDA, inst
 signal handler and starts no run, so a fork server can import it once and call
 ``trainer.cli.main(argv)`` in each forked child.
 
-Stages: ``prepare`` (device, data, optional perceptual loss: bad input fails here, before
-W&B starts) -> ``wandb.init`` (a sweep's values in ``run.config`` win; checked again) ->
-``setup`` (model, optimizer, the checkpoint of this run id if there is one) -> for each epoch:
-``start_epoch``, ``train_step`` per batch, then ``end_epoch`` (validation, epoch row,
-checkpoint, progress row), or ``interrupt`` (a mid-epoch checkpoint) on a signal -> ``finish``
+``trainer.cli`` locks the run folder (``contract.runs``) before it calls ``run``. Stages:
+``prepare`` (device, data, optional perceptual loss, the run's checkpoint checked against the
+config: bad input fails here, before W&B starts) -> ``wandb.init`` (a sweep's values in
+``run.config`` win; checked again) -> ``setup`` (model, optimizer, the checkpoint restored and
+the progress rows it holds that the file lacks) -> for each epoch: ``start_epoch``,
+``train_step`` per batch, then ``end_epoch`` (validation, epoch row, checkpoint, progress row),
+or ``interrupt`` (a mid-epoch checkpoint) on a signal -> ``finish``
 (summary and exit status). The stages share one ``State``; none is passed to another.
 """
 
@@ -76,6 +78,8 @@ class Prepared:
     amp_dtype: torch.dtype | None
     data: datasets.Data
     perceptual: torch.nn.Module | None
+    folder: Path  # the run folder, locked by this process
+    resume: dict | None  # the run's checkpoint, checked against cfg and data (None: a new run)
 
 
 def resolve_device(cfg: Config) -> tuple[torch.device, torch.dtype | None]:
@@ -96,44 +100,68 @@ def resolve_device(cfg: Config) -> tuple[torch.device, torch.dtype | None]:
     return torch.device("cpu"), torch.bfloat16 if cfg.precision == "bf16" else None
 
 
-def prepare(cfg: Config) -> Prepared:
+def prepare(cfg: Config, folder: Path) -> Prepared:
     device, amp_dtype = resolve_device(cfg)
     data = datasets.load(cfg)
-    return Prepared(cfg, device, amp_dtype, data, build_perceptual(cfg))
+    latest = folder / runs.LATEST
+    # A checkpoint that this config may not resume is refused here, before W&B starts.
+    resume = checkpoint.read(latest, cfg.to_dict(), len(data.train)) if latest.exists() else None
+    return Prepared(cfg, device, amp_dtype, data, build_perceptual(cfg), folder, resume)
 
 
-def run(cfg: Config) -> int:
-    """Train one run; returns the exit status (see README: 0, 2, 3 or 75)."""
+def run(cfg: Config, lock: runs.RunLock) -> int:
+    """Train one run in its locked folder; returns the exit status (README: 0, 2, 3 or 75) and
+    records a run that trained to its end in ``exit.json`` (``trainer.cli`` records the rest)."""
     signals = Signals()
     signals.install()
+    code = run_locked(cfg, lock.folder, signals)
+    status, reason = ENDINGS[code]
+    if code == EXIT_FINISHED and signals.stop:
+        status, reason = m.STATUS_STOPPED, "SIGTERM"
+    runs.write_exit(lock, status, code, reason)
+    return code
+
+
+# Exit status of a run that trained -> (exit record status, reason).
+ENDINGS = {
+    EXIT_FINISHED: (m.STATUS_FINISHED, None),
+    EXIT_PREEMPTED: (m.STATUS_PREEMPTED, "SIGUSR1"),
+    EXIT_DIVERGED: (m.STATUS_DIVERGED, "a loss became NaN or infinite"),
+}
+
+
+def run_locked(cfg: Config, folder: Path, signals: Signals) -> int:
+    """The run, its folder locked: data, W&B, training, W&B's exit status."""
     tty = sys.stdout.isatty()  # before wandb wraps stdout to capture the console
-    prepared = prepare(cfg)
-    wandb_dir = None
-    if not os.environ.get("WANDB_DIR"):
-        wandb_dir = cfg.output_dir
-        Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    prepared = prepare(cfg, folder)
+    # The locked folder's id, where wandb reads it (under a sweep it ignores wandb.init(id=)).
+    os.environ["WANDB_RUN_ID"] = folder.name
     try:
         wandb_run = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-            dir=wandb_dir,
+            # Beside the runs, unless WANDB_DIR says otherwise (output_dir holds the run folder).
+            dir=None if os.environ.get("WANDB_DIR") else cfg.output_dir,
             config=cfg.to_dict(),
             # A requeued or restarted run comes back with the same WANDB_RUN_ID.
             resume=os.environ.get("WANDB_RESUME") or "allow",
         )
-    except (
-        wandb.errors.UsageError,
-        wandb.errors.AuthenticationError,
-        wandb.errors.CommError,
-    ) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"W&B: {first_line} (run `wandb login`, or set WANDB_MODE=offline to log locally)"
-        ) from None
+    except (wandb.errors.AuthenticationError, wandb.errors.CommError) as exc:
+        raise UserError(f"W&B: {first_line(exc)}{LOGIN_HINT}") from None
+    except wandb.errors.UsageError as exc:
+        # W&B refusing a setting (a project name...) states its rule: a login hint would mislead.
+        # Only its missing-login error ("No API key configured. Use `wandb login`") gets it.
+        hint = LOGIN_HINT if "login" in first_line(exc) else ""
+        raise UserError(f"W&B: {first_line(exc)}{hint}") from None
     try:
         # run.config holds the sweep's values (WANDB_SWEEP_PARAM_PATH): the final authority.
         final = build(dict(wandb_run.config))
+        if final.output_dir != cfg.output_dir:
+            raise UserError(
+                f"output_dir={final.output_dir!r} in the run's W&B config, but this process "
+                f"holds the run folder under output_dir={cfg.output_dir!r}: pass the same value"
+            )
         if final != cfg:
-            prepared = prepare(final)
+            prepared = prepare(final, folder)
         code = train(prepared, wandb_run, signals, tty)
     except UserError:
         wandb_run.finish(exit_code=USER_ERROR_EXIT)
@@ -143,6 +171,14 @@ def run(cfg: Config) -> int:
         raise
     wandb_run.finish(exit_code=code)
     return code
+
+
+LOGIN_HINT = " (run `wandb login`, or set WANDB_MODE=offline to log locally)"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -170,6 +206,7 @@ class State:
     # logging them again. Offline runs resume empty: the analysis keeps the later row.
     logged_step: int
     logged_epoch: int
+    listed: set[int]  # epochs progress.jsonl has a row for: a row is final, never written twice
     tty: bool
     # The epoch in progress.
     epoch: int = 0
@@ -212,11 +249,13 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=p.amp_dtype == torch.float16)
-    folder = runs.run_dir(cfg.output_dir, run.id)
-    folder.mkdir(parents=True, exist_ok=True)
-    pos = checkpoint.Position()
-    if (folder / runs.LATEST).exists():
-        pos = checkpoint.load(folder / runs.LATEST, model, optimizer, scaler, cfg.to_dict())
+    folder = p.folder
+    pos = checkpoint.Position(train_images=len(p.data.train))
+    if p.resume is not None:
+        pos = checkpoint.restore(p.resume, model, optimizer, scaler)
+        p.resume = None  # the state's tensors are the model's now: let the copy go
+    # Rows the checkpoint holds and the file lacks: a kill came between the two.
+    runs.restore_progress(folder, pos.rows)
     logged_step = max(pos.step, int(run.summary.get(m.TRAIN_STEP) or 0))
     logged_epoch = max(pos.epoch, int(run.summary.get(m.EPOCH) or 0))
     logger.define_metrics(run)
@@ -251,6 +290,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         n_steps=datasets.steps_per_epoch(len(train_x), cfg.batch_size),
         logged_step=logged_step,
         logged_epoch=logged_epoch,
+        listed={row[m.EPOCH] for row in runs.read_progress(folder)},
         tty=tty,
     )
     run.summary.update(references(s))
@@ -366,22 +406,22 @@ def end_epoch(s: State) -> bool:
                 **triplets,
             }
         )
+    row = {
+        m.EPOCH: epoch,
+        m.VAL_RECON: val_recon,
+        m.VAL_KL: val_kl,
+        m.VAL_BEST_RECON: pos.best_val,
+        m.TRAIN_RECON: train_recon,
+        m.TIME_PER_EPOCH: seconds,
+        m.TRAIN_TIME_PER_EPOCH: train_seconds,
+    }
+    pos.rows.append(row)  # the checkpoint carries it: a kill before the append loses nothing
     save(s, s.folder / runs.LATEST)
     if improved:
         save(s, s.folder / runs.BEST)
-    if epoch > s.logged_epoch:  # after the checkpoint: a listed epoch is never trained again
-        runs.append_progress(
-            s.folder,
-            {
-                m.EPOCH: epoch,
-                m.VAL_RECON: val_recon,
-                m.VAL_KL: val_kl,
-                m.VAL_BEST_RECON: pos.best_val,
-                m.TRAIN_RECON: train_recon,
-                m.TIME_PER_EPOCH: seconds,
-                m.TRAIN_TIME_PER_EPOCH: train_seconds,
-            },
-        )
+    if epoch not in s.listed:  # after the checkpoint: a listed epoch is never trained again
+        runs.append_progress(s.folder, row)
+        s.listed.add(epoch)
     close_bar(s)
     print(
         f"epoch {epoch}/{cfg.max_epochs}  {m.TRAIN_RECON} {train_recon:.4f}  "

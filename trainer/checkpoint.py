@@ -26,8 +26,8 @@ ARCHITECTURE_KEYS = (
 # batches: how many per epoch, which images, in which order, how augmented; its loss; Adam's
 # learning rate, which restoring the optimizer would silently bring back) and what the
 # validation loss, hence best.pt, is measured on. max_epochs may grow (train longer); logging,
-# precision, compile, workers and where files are (data_dir, weights) may change: the number
-# of training images, which a moved folder keeps, is checked instead.
+# precision, compile, workers, caching and where files are (data_dir, datalist, weights) may
+# change: the number of training images, which a moved folder keeps, is checked instead.
 STEP_KEYS = (
     "batch_size",
     "n_train",
@@ -35,6 +35,8 @@ STEP_KEYS = (
     "data_source",
     "val_fraction",
     "image_size",
+    "intensity",
+    "fit",
     "seed",
     "augment",
     "lr",

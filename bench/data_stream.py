@@ -4,8 +4,8 @@ Both splits are built once into a temporary data cache; then, in this process, t
 the same model (same initial weights) train epoch by epoch, alternating between the two data
 paths so that a change in the machine's load hits both alike:
 
-- **in memory**: the split as one tensor (``stream_above_gb`` above its size), batches indexed
-  from it, as the trainer does for data that fits;
+- **in memory**: the split whole, as one tensor mapped from the cache (``stream_above_gb``
+  above its size), batches indexed from it, as the trainer does for data that fits;
 - **streamed**: the split memory-mapped from the cache (``stream_above_gb=0``), batches read
   through a DataLoader with ``--workers`` worker processes.
 

@@ -64,6 +64,19 @@ def test_every_setting_that_changes_the_tensors_is_in_the_key(tmp_path: Path, ch
     assert data.load(folder_cfg(tmp_path / "vols", seed=5, lr=1.0)).cache_hit  # not these
 
 
+def test_a_rebuild_leaves_runs_that_map_the_old_entry_intact(tmp_path: Path) -> None:
+    write_volumes(tmp_path / "vols", 4)
+    cfg = folder_cfg(tmp_path / "vols")
+    running = data.load(cfg)  # a run that maps the entry, as the trainer does
+    expected = running.train.clone()
+    (running_entry,) = {p.parent for p in cache.root(None).glob("*/train.npy")}
+    (running_entry / cache.RECIPE).unlink()  # incomplete: the next load rebuilds the entry
+    rebuilt = data.load(cfg)
+    assert not rebuilt.cache_hit
+    # The old files were removed, not overwritten: the first run still reads its own pages.
+    assert torch.equal(running.train, expected) and torch.equal(rebuilt.train, expected)
+
+
 def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     paths = write_volumes(tmp_path / "vols", 4)
     cfg = folder_cfg(tmp_path / "vols", val_fraction=0.25)
@@ -91,11 +104,11 @@ def test_a_file_replaced_by_a_corrupt_one_names_it(tmp_path: Path) -> None:
 def test_a_damaged_entry_is_rebuilt(tmp_path: Path, data_cache: Path) -> None:
     write_volumes(tmp_path / "vols", 4)
     cfg = folder_cfg(tmp_path / "vols")
-    good = data.load(cfg)
+    good = data.load(cfg).train.clone()  # a copy: the loaded tensor maps the file damaged next
     (entry,) = entries(data_cache)
     (entry / "train.npy").write_bytes((entry / "train.npy").read_bytes()[:200])  # truncated
     again = data.load(cfg)
-    assert not again.cache_hit and torch.equal(again.train, good.train)
+    assert not again.cache_hit and torch.equal(again.train, good)
     assert data.load(cfg).cache_hit
 
 

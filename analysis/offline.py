@@ -8,6 +8,7 @@ passes, and fall back to the wrapper when the binary is not where wandb keeps it
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -34,6 +35,7 @@ from analysis.records import (
 )
 from contract import metrics as M
 from contract.errors import EXIT_PREEMPTED, UserError
+from contract.runs import LOCK, holder
 
 STARTED = re.compile(r"\d{8}_\d{6}")
 # Scalars kept from per-step rows; the rest (media metadata, _runtime...) is dropped early.
@@ -158,16 +160,30 @@ def parse_records(
     rec.summary = {k: v for k, v in last_values.items() if not k.startswith("_") and "." not in k}
     rec.summary.update(explicit_summary)
     rec.exit_code = exit_code
-    rec.state = _state(exit_code, run_file, now, running_window_s)
+    rec.state = _state(
+        exit_code, run_file, now, running_window_s, rec.summary.get(M.SUMMARY_RUN_DIR)
+    )
     if not rec.config and not rec.train and not rec.val:
         rec.notes.append("the log holds no records (the process was killed before W&B flushed)")
     return rec
 
 
-def _state(exit_code: int | None, run_file: Path, now: float, running_window_s: float) -> str:
+def _state(
+    exit_code: int | None,
+    run_file: Path,
+    now: float,
+    running_window_s: float,
+    run_dir: object = None,
+) -> str:
     if exit_code is None:
-        # No exit record: still being written, or killed. A live run's file grows every few
-        # seconds (history, system stats), so an old file means a dead process.
+        # No exit record: still being written, or killed. Where its run folder is visible
+        # here, the run's lock says which, however long the process has been quiet.
+        folder = Path(run_dir) if isinstance(run_dir, str) else None
+        if folder is not None and (folder / LOCK).exists():
+            with contextlib.suppress(OSError):  # unreadable here: the file's age decides
+                return RUNNING if holder(folder) else CRASHED
+        # Elsewhere, a live run's file grows every few seconds (history, system stats), so an
+        # old file means a dead process.
         fresh = now - run_file.stat().st_mtime <= running_window_s
         return RUNNING if fresh else CRASHED
     if exit_code == 0:

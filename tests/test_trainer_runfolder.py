@@ -153,3 +153,28 @@ def test_a_setting_wandb_refuses_gets_no_login_hint(tmp_path: Path) -> None:
     assert "wandb login" not in proc.stderr
     record = runs.read_exit(tmp_path / "out" / "runs" / "proj1")
     assert (record.status, record.exit_code) == (runs.STATUS_ERROR, 2)
+
+
+@pytest.mark.slow
+def test_analysis_tells_a_quiet_live_run_from_a_killed_one_by_its_lock(tmp_path: Path) -> None:
+    from analysis.offline import read_folder
+    from analysis.records import CRASHED, RUNNING
+
+    folder = tmp_path / "out" / "runs" / "quiet1"
+    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="quiet1")
+    try:
+        wait_for_epoch(proc, folder, 1)
+        proc.send_signal(signal.SIGSTOP)
+        # With no grace at all for a quiet log, the lock still says the run is alive.
+        (run,), _, _ = read_folder(tmp_path, running_window_s=0.0)
+        assert run.summary[m.SUMMARY_RUN_DIR] == str(folder.resolve())
+        assert run.state == RUNNING
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # However fresh its log, a run whose lock is free and that wrote no exit is dead.
+    (run,), _, _ = read_folder(tmp_path, running_window_s=1e9)
+    assert run.state == CRASHED

@@ -263,7 +263,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
     run.summary.update(
         {
             m.SUMMARY_PARAMETERS: n_params,
-            m.SUMMARY_RUN_DIR: str(folder),
+            m.SUMMARY_RUN_DIR: str(folder.resolve()),  # found from any folder (the analysis)
             m.SUMMARY_DATA_SECONDS: p.data.seconds,
             m.SUMMARY_DATA_CACHE_HIT: p.data.cache_hit,
             m.SUMMARY_DATA_STREAMED: p.data.streamed,

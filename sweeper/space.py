@@ -209,6 +209,10 @@ def bayes_sampler(
     budgets.
     """
     if int(cfg.get("run_cap") or 0) <= GP_MAX_TRIALS:
+        # The process runs on torch, which its first proposal would import while holding the
+        # claim lock that every other agent waits on: import it now.
+        import torch  # noqa: F401
+
         with warnings.catch_warnings():
             # deterministic_objective is marked experimental; we rely on it on purpose.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -274,11 +278,14 @@ class Distinct(optuna.samplers.BaseSampler):
         if trial.system_attrs.get("fixed_params") is not None:
             return {}  # an enqueued grid point or retry runs exactly as it was given
         taken = self.taken(study, trial)
-        for _ in range(RESAMPLES):
-            proposal = self._propose(study, trial)
-            if params_key(proposal) not in taken or self._points is not None:
-                break
-        if params_key(proposal) not in taken or self._points is None:
+        proposal = self._propose(study, trial)
+        if params_key(proposal) not in taken:
+            return proposal
+        if self._points is None:  # continuous, or too many points to list: draw again
+            for _ in range(RESAMPLES):
+                proposal = self._propose(study, trial)
+                if params_key(proposal) not in taken:
+                    break
             return proposal
         free = [p for p in self._points if params_key(p) not in taken]
         if not free:
@@ -297,9 +304,7 @@ class Distinct(optuna.samplers.BaseSampler):
         for t in study.get_trials(deepcopy=False):
             if t.number == trial.number or not self.counts(t):
                 continue
-            params = (
-                t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params")
-            )
+            params = config_of(t)
             if params:  # a trial being asked right now has none yet
                 out.add(params_key(params))
         return out

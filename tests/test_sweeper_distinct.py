@@ -21,6 +21,9 @@ DISCRETE = {
 }
 
 
+# Each agent's first Gaussian-process proposal warms torch up inside the claim lock: seconds
+# per agent, minutes on a loaded machine.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("method", ["bayes", "random"])
 def test_four_agents_run_sixteen_distinct_configurations_of_twenty_four(tmp_path, method):
     file = trivial_sweep(tmp_path, run_cap=16, sleep=0.02)
@@ -31,7 +34,7 @@ def test_four_agents_run_sixteen_distinct_configurations_of_twenty_four(tmp_path
     # Started together, with no stagger: their first claims race.
     agents = [start_agent(tmp_path, sweep_id, tmp_path / f"agent{i}.log") for i in range(AGENTS)]
     for agent in agents:
-        assert agent.wait(timeout=240) == 0
+        assert agent.wait(timeout=840) == 0
     ran = [yaml.safe_load(row["params"]) for row in read_ledger(tmp_path)]
     configs = {(p["x"]["value"], p["epochs"]["value"], p["k"]["value"]) for p in ran}
     assert len(ran) == 16 and len(configs) == 16, sorted(configs)
@@ -106,3 +109,32 @@ def test_continuous_spaces_sample_as_the_bayes_sampler_with_running_trials():
     lrs = [t.params["lr"] for t in study.trials]
     assert len(set(lrs)) == 14 and all(1e-5 <= v <= 1e-2 for v in lrs)
     assert [t.state for t in study.trials[:4]] == [TrialState.RUNNING] * 4
+
+
+def test_without_a_claim_lock_a_repeated_configuration_is_voided(tmp_path):
+    """What servers (no file lock) rely on: two agents that asked at once and got one
+    configuration; the later trial is voided while an untaken point remains."""
+    import dataclasses
+
+    cfg = {
+        "method": "random",
+        "metric": {"name": "val/best_recon_loss", "goal": "minimize"},
+        "run_cap": 3,
+        "program": "train.py",
+        "parameters": {"x": {"values": [1, 2]}},
+    }
+    opened = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    lockless = dataclasses.replace(opened, lock_path=None)
+    sweep_id = store.create_sweep(lockless, yaml.safe_dump(cfg), cfg, "test", None)
+    sweep = store.load_sweep(lockless, sweep_id)
+    # The first agent's trial, then the same configuration reaching the second agent.
+    first = store.claim(sweep, lockless)
+    sweep.study.enqueue_trial(first.params)
+    assert store.claim(sweep, lockless) is None
+    repeated = sweep.study.get_trials(deepcopy=False)[-1]
+    assert repeated.state == TrialState.FAIL and store.is_void(repeated)
+    second = store.claim(sweep, lockless)
+    assert second.params != first.params
+    # Every point taken: a repeat is what the budget asks for now, and it runs.
+    sweep.study.enqueue_trial(first.params)
+    assert store.claim(sweep, lockless).params == first.params

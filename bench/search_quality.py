@@ -356,8 +356,9 @@ def hyperband_saving(
 
 
 def load() -> str:
+    """The 1, 5 and 15 minute load averages: the figures depend on what else runs."""
     with contextlib.suppress(OSError):
-        return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return "unknown"
 
 

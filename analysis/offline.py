@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,11 +89,17 @@ class UnreadableRun(Exception):
 
 
 def read_raw(run_file: Path, core: str | None) -> str:
-    proc = subprocess.run(inspect_command(run_file, core), capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
-        raise UnreadableRun(f"wandb leet inspect failed: {first[:200]}")
-    return proc.stdout
+    # The reader writes into files, not pipes: draining a pipe as it fills cost this process
+    # about 25 ms of CPU per run (an eighth of what the reader itself spends), a file 2 ms.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code = subprocess.call(inspect_command(run_file, core), stdout=out, stderr=err)
+        if code != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            first = (lines or [f"exit status {code}"])[0]
+            raise UnreadableRun(f"wandb leet inspect failed: {first[:200]}")
+        out.seek(0)
+        return out.read().decode()
 
 
 def _number(value: object) -> float | None:

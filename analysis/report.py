@@ -80,19 +80,19 @@ def sweep_label(
     return SweepLabel(f"{len(ids)} sweeps: " + ", ".join(map(one, ids)), fallback)
 
 
-def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The lowest best validation loss among finished runs with a healthy verdict."""
-    return next(
-        (
-            r
-            for r in rows
-            if r["state"] == FINISHED
-            and r["verdict"] in HEALTHY
-            and r.get("engine_state") in (None, "COMPLETE")
-            and r["best_val_recon_loss"] is not None
-        ),
-        None,
+def is_candidate(row: dict[str, Any]) -> bool:
+    """A run that may be called the best: finished, with a healthy verdict and a loss."""
+    return (
+        row["state"] == FINISHED
+        and row["verdict"] in HEALTHY
+        and row.get("engine_state") in (None, "COMPLETE")
+        and row["best_val_recon_loss"] is not None
     )
+
+
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The lowest best validation loss among the candidates (rows come best first)."""
+    return next((r for r in rows if is_candidate(r)), None)
 
 
 def counts_line(rows: list[dict[str, Any]], unreadable: Sequence[Unreadable] = ()) -> str:
@@ -108,13 +108,13 @@ def counts_line(rows: list[dict[str, Any]], unreadable: Sequence[Unreadable] = (
 
 
 def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> list[dict[str, Any]]:
-    """First, middle and last epoch's first validation triplet of the best finished runs."""
+    """First, middle and last epoch's first validation triplet of the best candidate runs."""
     shown = []
     for j in judged:
         if len(shown) == TRIPLET_RUNS:
             break
         epochs = sorted(j.run.val_triplets)
-        if j.run.state != FINISHED or not epochs:
+        if not is_candidate(j.row) or not epochs:
             continue
         picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
         images = []
@@ -356,13 +356,15 @@ def build_sections(
         sections.append(
             doc.Section(f"#{r['rank']} {_who(r)}", [doc.Items(items)], 3, verdict=r["verdict"])
         )
-    trip = doc.Section("Triplets evolution (best runs; first, middle and last epoch)")
+    trip = doc.Section(
+        "Triplets evolution (best finished, healthy runs; first, middle and last epoch)"
+    )
     trip.blocks = [
         doc.Gallery(
             f"#{t['rank']} {t['name']}", [(f"epoch {i['epoch']}", i["path"]) for i in t["images"]]
         )
         for t in triplets
-    ] or [doc.Text("No triplet images were logged by the finished runs.")]
+    ] or [doc.Text("No triplet images were logged by the finished, healthy runs.")]
     sections.append(trip)
     sections.append(
         doc.Section("Next sweep", [doc.Text("next_sweep.yaml:"), doc.Items(sweep_notes)])

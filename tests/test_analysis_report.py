@@ -226,6 +226,14 @@ def test_report_files(reported):
     assert html.count("data:image/png;base64,") >= 5
     assert "http://" not in html and "https://" not in html
     md = (out / "report.md").read_text()
+    assert md.startswith(f"# Sweep report: {SWEEP}\n")
+    # The best run is finished and healthy, even where a crashed run reached a lower loss.
+    best = next(
+        r
+        for r in rows
+        if r["state"] == "finished" and r["verdict"] in ("good", "overfitting", "underfitting")
+    )
+    assert f"- best run: {best['name']} ({best['run_id']}), best val/recon_loss" in md
     assert "## Hyperparameter importance" in md and "fANOVA" in md
     for heading in (
         "## Ranking",

@@ -63,6 +63,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contract import metrics  # noqa: E402
 from contract import runs as run_files  # noqa: E402
 from contract.config import DEFAULTS  # noqa: E402
 from sweeper import space as sp  # noqa: E402
@@ -266,29 +267,32 @@ def compare(
 
 # --- the trainer table --------------------------------------------------------------------------
 def train_table(cfg: dict[str, Any], keep: Path | None) -> dict[str, list[float]]:
-    """Every point of the sweep trained once: {json of the values: per-epoch val/recon_loss}."""
+    """Every point of the sweep trained once: {json of the values: per-epoch val/recon_loss}.
+
+    Each point runs the trainer's own entrypoint in this process (``python -m trainer
+    --config FILE``), with W&B disabled: the same training a sweep's trial does."""
     if keep is not None and keep.exists():
         table = json.loads(keep.read_text())
         print(f"trainer table read from {keep} ({len(table)} points)")
         return table
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("WANDB_SILENT", "true")
-    from contract.config import build
-    from trainer.train import run
+    from trainer.cli import main as trainer_main
 
     space, _ = sp.build_space(cfg["parameters"], "trainer")
     table: dict[str, list[float]] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="search-quality-") as tmp:
         for i, point in enumerate(space.grid()):
-            values = space.values(point)
-            out = Path(tmp, str(i))
+            run_id = f"point{i:03d}"
+            config = Path(tmp, f"{run_id}.yaml")
+            config.write_text(yaml.safe_dump({**space.values(point), "output_dir": tmp}))
+            os.environ["WANDB_RUN_ID"] = run_id
             with contextlib.redirect_stdout(io.StringIO()):
-                code = run(build({**values, "output_dir": str(out)}))
-            assert code == 0, (values, code)
-            (folder,) = (out / "runs").iterdir()
-            rows = run_files.read_progress(folder)
-            table[key_of(space, point)] = [row["val/recon_loss"] for row in rows]
+                code = trainer_main(["--config", str(config)])
+            assert code == 0, (point, code)
+            rows = run_files.read_progress(run_files.run_dir(tmp, run_id))
+            table[key_of(space, point)] = [row[metrics.VAL_RECON] for row in rows]
     print(f"trained {len(table)} points in {time.monotonic() - started:.0f} s; load {load()}")
     if keep is not None:
         keep.parent.mkdir(parents=True, exist_ok=True)

@@ -160,7 +160,7 @@ def main(argv: list[str] | None) -> int:
         print(f"unreadable: {u.source}: {u.reason}")
     judged = judge.judge(runs, th)
     if handles is not None:
-        for j in [j for j in judged if report.is_candidate(j.row)][: report.TRIPLET_RUNS]:
+        for j in report.triplet_runs(judged)[: report.TRIPLET_RUNS]:
             wandb_api.load_triplet_refs(handles, j.run)
     report.write_report(
         judged, out, label, th, top=args.top, fetch=fetch, engine=local,

@@ -107,14 +107,20 @@ def counts_line(rows: list[dict[str, Any]], unreadable: Sequence[Unreadable] = (
     return f"{len(rows)} runs: " + "; ".join(p for p in parts if p)
 
 
+def triplet_runs(judged: list[Judged]) -> list[Judged]:
+    """Finished runs in the order their triplets are shown: the candidates for best run first."""
+    finished = [j for j in judged if j.run.state == FINISHED]
+    return sorted(finished, key=lambda j: not is_candidate(j.row))  # stable: by rank within
+
+
 def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> list[dict[str, Any]]:
-    """First, middle and last epoch's first validation triplet of the best candidate runs."""
+    """First, middle and last epoch's first validation triplet of the best finished runs."""
     shown = []
-    for j in judged:
+    for j in triplet_runs(judged):
         if len(shown) == TRIPLET_RUNS:
             break
         epochs = sorted(j.run.val_triplets)
-        if not is_candidate(j.row) or not epochs:
+        if not epochs:
             continue
         picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
         images = []
@@ -130,6 +136,7 @@ def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> l
                     "run_id": j.run.run_id,
                     "name": j.row["name"],
                     "rank": j.row["rank"],
+                    "verdict": j.row["verdict"],
                     "images": images,
                 }
             )
@@ -357,14 +364,15 @@ def build_sections(
             doc.Section(f"#{r['rank']} {_who(r)}", [doc.Items(items)], 3, verdict=r["verdict"])
         )
     trip = doc.Section(
-        "Triplets evolution (best finished, healthy runs; first, middle and last epoch)"
+        "Triplets evolution (best finished runs, healthy ones first; first, middle and last epoch)"
     )
     trip.blocks = [
         doc.Gallery(
-            f"#{t['rank']} {t['name']}", [(f"epoch {i['epoch']}", i["path"]) for i in t["images"]]
+            f"#{t['rank']} {t['name']}: {t['verdict']}",
+            [(f"epoch {i['epoch']}", i["path"]) for i in t["images"]],
         )
         for t in triplets
-    ] or [doc.Text("No triplet images were logged by the finished, healthy runs.")]
+    ] or [doc.Text("No triplet images were logged by the finished runs.")]
     sections.append(trip)
     sections.append(
         doc.Section("Next sweep", [doc.Text("next_sweep.yaml:"), doc.Items(sweep_notes)])

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from analysis.diagnose import CAUSE_CAPACITY, CAUSE_KL, CAUSE_SLOW
 from contract import metrics as M
 from contract.config import DEFAULTS, FIELDS
 
@@ -61,8 +62,13 @@ def next_sweep(
     rows: list[dict[str, Any]], params: list[str], name: str
 ) -> tuple[dict[str, Any], list[str]]:
     """The sweep config and the list of what changed and why (sentences)."""
+    # A pruned run ended on its own terms (state finished) but never ran its course.
     finished = [
-        r for r in rows if r["state"] == "finished" and r["best_val_recon_loss"] is not None
+        r
+        for r in rows
+        if r["state"] == "finished"
+        and r["verdict"] != "pruned"
+        and r["best_val_recon_loss"] is not None
     ]
     ranked = sorted(finished, key=lambda r: r["best_val_recon_loss"])
     if ranked:
@@ -94,7 +100,8 @@ def next_sweep(
     if share.get("overfitting", 0) >= REMEDY_SHARE:
         notes += _against_overfitting(parameters, best, counts["overfitting"], len(finished))
     if share.get("underfitting", 0) >= REMEDY_SHARE:
-        notes += _against_underfitting(parameters, best, counts["underfitting"], len(finished))
+        under = [r for r in finished if r["verdict"] == "underfitting"]
+        notes += _against_underfitting(parameters, best, under, len(finished))
 
     config = {
         "name": name,
@@ -129,16 +136,46 @@ def _against_overfitting(
 
 
 def _against_underfitting(
-    parameters: dict[str, Any], best: dict[str, Any], n: int, total: int
+    parameters: dict[str, Any], best: dict[str, Any], under: list[dict[str, Any]], total: int
 ) -> list[str]:
-    notes = []
-    channels = list(best.get("channels", DEFAULTS["channels"]))
-    wider = [2 * c for c in channels]
-    choices = parameters.get("channels", {}).get("values") or [channels]
-    parameters["channels"] = {"values": [*[c for c in choices if c != wider], wider]}
-    notes.append(f"{n} of {total} runs underfit: channels {wider} added (guide: more capacity)")
-    blocks = best.get("num_res_blocks", DEFAULTS["num_res_blocks"])
-    if isinstance(blocks, int):
-        parameters["num_res_blocks"] = {"values": sorted({blocks, blocks + 1})}
-        notes.append(f"num_res_blocks {blocks + 1} added")
+    """Each cause the underfitting runs share gets its own remedy: a dominant KL term lowers
+    kl_weight (never raised here), slow training raises lr, the rest adds capacity."""
+    causes = Counter((r.get("numbers") or {}).get("cause", CAUSE_CAPACITY) for r in under)
+    n, notes = len(under), []
+    if causes[CAUSE_KL] >= REMEDY_SHARE * n:
+        kl = best.get("kl_weight", DEFAULTS["kl_weight"])
+        high = kl / 10 if kl > 0 else 1e-6
+        parameters["kl_weight"] = {
+            "distribution": "log_uniform_values",
+            "min": _round(high / 100),
+            "max": _round(high),
+        }
+        notes.append(
+            f"{causes[CAUSE_KL]} of {total} runs underfit with the KL term dominating: kl_weight "
+            f"shifted down to [{high / 100:g}, {high:g}]"
+        )
+    if causes[CAUSE_SLOW] >= REMEDY_SHARE * n:
+        lr = best.get("lr", DEFAULTS["lr"])
+        parameters["lr"] = {
+            "distribution": "log_uniform_values",
+            "min": _round(lr * 2),
+            "max": _round(lr * 20),
+        }
+        notes.append(
+            f"{causes[CAUSE_SLOW]} of {total} runs underfit by training too slowly: lr shifted "
+            f"up to [{lr * 2:g}, {lr * 20:g}]"
+        )
+    if causes[CAUSE_CAPACITY] >= REMEDY_SHARE * n:
+        channels = list(best.get("channels", DEFAULTS["channels"]))
+        wider = [2 * c for c in channels]
+        choices = parameters.get("channels", {}).get("values") or [channels]
+        parameters["channels"] = {"values": [*[c for c in choices if c != wider], wider]}
+        notes.append(
+            f"{causes[CAUSE_CAPACITY]} of {total} runs underfit: channels {wider} added "
+            "(guide: more capacity)"
+        )
+        blocks = best.get("num_res_blocks", DEFAULTS["num_res_blocks"])
+        if isinstance(blocks, int):
+            parameters["num_res_blocks"] = {"values": sorted({blocks, blocks + 1})}
+            notes.append(f"num_res_blocks {blocks + 1} added")
     return notes

@@ -16,12 +16,13 @@ BASE = {
 }
 
 
-def row(verdict: str, best: float, state: str = "finished", **config) -> dict:
+def row(verdict: str, best: float, state: str = "finished", cause=None, **config) -> dict:
     return {
         "verdict": verdict,
         "best_val_recon_loss": best,
         "state": state,
         "config": {**BASE, **config},
+        "numbers": {"cause": cause} if cause else {},
     }
 
 
@@ -68,6 +69,56 @@ def test_underfitting_sweep_adds_capacity():
     assert [32, 32] in cfg["parameters"]["channels"]["values"]
     assert cfg["parameters"]["num_res_blocks"] == {"values": [1, 2]}
     assert any("underfit" in n for n in notes)
+
+
+def test_underfitting_by_the_kl_term_lowers_kl_weight_and_adds_no_capacity():
+    rows = [
+        row("good", 0.1, lr=1e-3, kl_weight=1e-6),
+        row("underfitting", 0.4, cause="kl", lr=1e-3, kl_weight=1.0),
+        row("underfitting", 0.5, cause="kl", lr=1e-3, kl_weight=0.5),
+    ]
+    cfg, notes = next_sweep(rows, ["kl_weight", "lr"], "next")
+    valid(cfg)
+    # Below the best run's kl_weight (1e-6), never above it.
+    assert cfg["parameters"]["kl_weight"] == {
+        "distribution": "log_uniform_values",
+        "min": 1e-9,
+        "max": 1e-7,
+    }
+    # No capacity added: the best run's channels carry over as they are.
+    assert cfg["parameters"]["channels"] == {"value": [8, 8]}
+    assert "num_res_blocks" not in cfg["parameters"]
+    assert any("KL term dominating" in n for n in notes)
+
+
+def test_underfitting_by_slow_training_raises_lr():
+    rows = [
+        row("good", 0.1, lr=1e-4),
+        row("underfitting", 0.4, cause="slow", lr=1e-6),
+        row("underfitting", 0.5, cause="slow", lr=3e-6),
+    ]
+    cfg, notes = next_sweep(rows, ["lr"], "next")
+    valid(cfg)
+    assert cfg["parameters"]["lr"] == {
+        "distribution": "log_uniform_values",
+        "min": 2e-4,
+        "max": 2e-3,
+    }
+    assert cfg["parameters"]["channels"] == {"value": [8, 8]}
+    assert any("too slowly" in n for n in notes)
+
+
+def test_pruned_runs_are_not_counted_as_finished():
+    rows = [
+        row("good", 0.1, lr=1e-3),
+        row("good", 0.12, lr=2e-3),
+        row("pruned", 0.09, lr=5e-2),
+        row("pruned", 0.3, lr=1e-2),
+    ]
+    cfg, notes = next_sweep(rows, ["lr"], "next")
+    valid(cfg)
+    assert notes[0] == "ranges narrowed around the best 2 of 2 finished runs"
+    assert cfg["parameters"]["lr"]["max"] < 5e-2
 
 
 def test_repeated_values_stay_a_list():

@@ -30,7 +30,7 @@ install: $(VENV)/.installed
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/shellcheck run_agent.sh .ci/run
+	$(BIN)/shellcheck run_agent.sh .ci/run bench/gpu_check.sh
 
 format: install
 	$(BIN)/ruff check --fix .

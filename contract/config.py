@@ -121,6 +121,37 @@ class Config:
         default=False,
         metadata=_opt("bool", "training", "torch.compile the model (slow first step)"),
     )
+    # MONAI's adversarial term: a PatchGAN discriminator with a least-squares loss.
+    adv_weight: float = field(
+        default=0.0,
+        metadata=_opt(
+            "float", "training", "weight of the adversarial term; 0 = off (MONAI recipe: 0.01)"
+        ),
+    )
+    adv_warmup_epochs: int = field(
+        default=5,
+        metadata=_opt(
+            "int", "training", "epochs trained without the adversarial term first (MONAI: 5)"
+        ),
+    )
+    disc_lr: float = field(
+        default=5e-4,
+        metadata=_opt("float", "training", "Adam learning rate of the discriminator (MONAI: 5e-4)"),
+    )
+    disc_channels: int = field(
+        default=64,
+        metadata=_opt(
+            "int", "training", "channels of the discriminator's first layer (MONAI: 64 2D, 32 3D)"
+        ),
+    )
+    disc_layers: int = field(
+        default=3,
+        metadata=_opt(
+            "int",
+            "training",
+            "downsampling layers of the discriminator; needs image_size >= 3*2**N",
+        ),
+    )
 
     # --- data ------------------------------------------------------------------------------
     data_source: str = field(
@@ -385,9 +416,23 @@ def check(cfg: Config) -> None:
             cfg.image_size,
             f"must be divisible by 2**(len(channels)-1) = {cfg.downsample_factor}",
         )
-    if not cfg.lr > 0:
-        raise ConfigError("lr", cfg.lr, "must be > 0")
-    for key in ("kl_weight", "perceptual_weight"):
+    for key in ("lr", "disc_lr"):
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(key, getattr(cfg, key), "must be > 0")
+    for key in ("disc_channels", "disc_layers"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(key, getattr(cfg, key), "must be >= 1")
+    if cfg.adv_warmup_epochs < 0:
+        raise ConfigError("adv_warmup_epochs", cfg.adv_warmup_epochs, "must be >= 0")
+    # Each layer halves the image, and the last two 4-wide convolutions need 3 pixels left.
+    if cfg.adv_weight > 0 and cfg.image_size < 3 * 2**cfg.disc_layers:
+        raise ConfigError(
+            "disc_layers",
+            cfg.disc_layers,
+            f"needs image_size >= 3 * 2**disc_layers = {3 * 2**cfg.disc_layers} "
+            f"(image_size={cfg.image_size}); use fewer layers or larger images",
+        )
+    for key in ("kl_weight", "perceptual_weight", "adv_weight"):
         if not getattr(cfg, key) >= 0:
             raise ConfigError(key, getattr(cfg, key), "must be >= 0")
     if not 0 < cfg.val_fraction < 1:

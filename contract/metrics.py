@@ -15,6 +15,10 @@ TRAIN_KL = "train/kl_loss"
 TRAIN_PERCEPTUAL = "train/perceptual_loss"
 TRAIN_LOSS = "train/loss"
 LR = "lr"
+# Per optimizer step once the adversarial term is on (adv_weight > 0, after adv_warmup_epochs):
+# the unweighted least-squares losses of the generator (the VAE) and of the discriminator.
+TRAIN_GEN_LOSS = "train/gen_loss"
+TRAIN_DISC_LOSS = "train/disc_loss"
 # First batch of every epoch, against TRAIN_STEP.
 TRAIN_TRIPLETS = "train/triplets"
 

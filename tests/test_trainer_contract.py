@@ -127,3 +127,23 @@ def test_contract_3d_with_triplet_cap_on_a_terminal(tmp_path: Path) -> None:
     assert row[f"{m.val_triplet_key(0)}.height"] == 3 * 16
     assert row[f"{m.val_triplet_key(0)}.width"] == 3 * 16
     assert run.config["spatial_dims"] == 3
+
+
+@pytest.mark.slow
+def test_contract_holds_with_the_adversarial_term(tmp_path: Path) -> None:
+    adv = ["--adv_weight=0.01", "--adv_warmup_epochs=1", "--disc_layers=2", "--disc_channels=8"]
+    proc = run_trainer(tmp_path, *TINY_2D, *adv)
+    assert proc.returncode == 0, proc.stderr
+    assert "adversarial term x0.01 from epoch 2" in proc.stdout
+    (run,) = offline_runs(tmp_path)
+    check_contract(run, EPOCHS, STEPS_PER_EPOCH, n_triplets=3)
+    x_axes = {d.get("name") or d.get("glob_name"): d.get("step_metric") for d in run.metrics}
+    after_warmup = list(range(STEPS_PER_EPOCH + 1, EPOCHS * STEPS_PER_EPOCH + 1))
+    for key in (m.TRAIN_GEN_LOSS, m.TRAIN_DISC_LOSS):
+        assert [row[m.TRAIN_STEP] for row in run.rows_with(key)] == after_warmup, key
+        assert all(row[key] >= 0 for row in run.rows_with(key))
+        assert x_axes[key] == m.TRAIN_STEP
+    for row in run.rows_with(m.TRAIN_GEN_LOSS):  # train/loss is the VAE's whole objective
+        expected = row[m.TRAIN_RECON] + 1e-6 * row[m.TRAIN_KL] + 0.01 * row[m.TRAIN_GEN_LOSS]
+        assert row[m.TRAIN_LOSS] == pytest.approx(expected, rel=1e-5)
+    assert not any(m.TRAIN_GEN_LOSS in row for row in run.rows_with(m.EPOCH))

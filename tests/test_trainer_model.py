@@ -14,7 +14,17 @@ from contract import runs
 from contract.config import build
 from contract.errors import UserError
 from trainer import checkpoint, logger
-from trainer.model import build_model, build_perceptual, forward, kl_loss, losses
+from trainer.model import (
+    ADVERSARIAL,
+    build_discriminator,
+    build_model,
+    build_perceptual,
+    discriminator_loss,
+    forward,
+    generator_loss,
+    kl_loss,
+    losses,
+)
 
 TINY = {"channels": [4, 4, 4], "norm_num_groups": 4, "image_size": 16, "latent_channels": 2}
 
@@ -125,6 +135,62 @@ def test_checkpoint_round_trip_and_resume_guards(tmp_path: Path) -> None:
         checkpoint.read(path, cfg.to_dict(), 6)
     longer = build({**TINY, "max_epochs": 50, "log_every": 3}).to_dict()
     assert checkpoint.read(path, longer, 8)["position"]["epoch"] == 2  # training on is allowed
+
+
+ADV = {**TINY, "adv_weight": 0.01, "disc_channels": 4, "disc_layers": 2}
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_adversarial_losses_are_monai_least_squares(dims: int) -> None:
+    from monai.losses import PatchAdversarialLoss
+
+    assert build_discriminator(build(TINY)) is None  # off by default
+    disc = build_discriminator(build({**ADV, "spatial_dims": dims}))
+    g = torch.Generator().manual_seed(0)
+    x, recon = (torch.rand(2, 1, *(16,) * dims, generator=g) for _ in range(2))
+    monai = PatchAdversarialLoss(criterion="least_squares")
+    fake, real = disc(recon)[-1], disc(x)[-1]
+    assert fake.shape == (2, 1, *(2,) * dims)  # 16 / 2**2 - 2 patches per side
+    for logits in (fake, real):
+        for is_real in (True, False):
+            ours = ADVERSARIAL(logits, target_is_real=is_real, for_discriminator=True)
+            assert torch.equal(ours, monai(logits, target_is_real=is_real, for_discriminator=True))
+    expected_gen = monai(fake, target_is_real=True, for_discriminator=False)
+    assert torch.equal(generator_loss(disc, recon), expected_gen)
+    expected_disc = 0.5 * (
+        monai(fake, target_is_real=False, for_discriminator=True)
+        + monai(real, target_is_real=True, for_discriminator=True)
+    )
+    recon.requires_grad_(True)
+    loss = discriminator_loss(disc, x, recon)
+    assert torch.allclose(loss, expected_disc)
+    loss.backward()
+    assert recon.grad is None  # the discriminator's loss never trains the VAE
+
+
+def test_checkpoint_keeps_the_discriminator_and_refuses_to_change_it(tmp_path: Path) -> None:
+    cfg = build(ADV)
+    model, disc = build_model(cfg), build_discriminator(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=5e-4)
+    disc(torch.rand(2, 1, 16, 16))[-1].mean().backward()
+    disc_opt.step()  # Adam state and BatchNorm statistics to restore
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    path = tmp_path / runs.LATEST
+    checkpoint.save(path, model, opt, scaler, checkpoint.Position(), cfg.to_dict(), disc, disc_opt)
+
+    restored = build_discriminator(cfg)
+    restored_opt = torch.optim.Adam(restored.parameters(), lr=5e-4)
+    state = checkpoint.read(path, cfg.to_dict(), 8)
+    checkpoint.restore(state, build_model(cfg), opt, scaler, restored, restored_opt)
+    for a, b in zip(disc.state_dict().values(), restored.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert restored_opt.state_dict()["state"][0]["step"] == 1
+
+    for change in ({"adv_weight": 0.0}, {"disc_channels": 8}, {"disc_lr": 1e-4}):
+        key = next(iter(change))
+        with pytest.raises(UserError, match=f"written with {key}="):
+            checkpoint.read(path, {**cfg.to_dict(), **change}, 8)
 
 
 @pytest.mark.parametrize("dims", [2, 3])

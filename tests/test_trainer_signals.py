@@ -18,6 +18,7 @@ from trainer_helpers import (
 )
 
 from contract import metrics as m
+from contract import runs as run_folder
 
 # 32 steps per epoch, 3 epochs: long enough to signal in the middle of epoch 2.
 LONGER = [*TINY_2D, "--n_train=128", "--max_epochs=3"]
@@ -72,6 +73,57 @@ def test_preempted_run_resumes_without_logging_twice(tmp_path: Path) -> None:
     assert triplets == [1 + e * STEPS_PER_EPOCH for e in range(EPOCHS)]
     assert progress_epochs(folder) == list(range(1, EPOCHS + 1))
     assert second.config == first.config
+
+
+ADVERSARIAL = [
+    *LONGER,
+    "--adv_weight=0.01",
+    "--adv_warmup_epochs=0",  # the discriminator has trained before the signal lands
+    "--disc_layers=2",
+    "--disc_channels=8",
+]
+ADV_KEYS = (m.TRAIN_RECON, m.TRAIN_LOSS, m.TRAIN_GEN_LOSS, m.TRAIN_DISC_LOSS)
+
+
+def step_losses(runs) -> list[tuple]:
+    return [
+        (row[m.TRAIN_STEP], *(row[k] for k in ADV_KEYS))
+        for run in runs
+        for row in run.rows_with(m.TRAIN_RECON)
+    ]
+
+
+@pytest.mark.slow
+def test_adversarial_run_resumes_exactly_after_sigusr1(tmp_path: Path) -> None:
+    import torch
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    done = run_trainer(straight, *ADVERSARIAL, WANDB_RUN_ID="advref")
+    assert done.returncode == 0, done.stderr
+
+    folder = tmp_path / "out" / "runs" / "adv1"
+    proc = start_trainer(tmp_path, *ADVERSARIAL, WANDB_RUN_ID="adv1")
+    wait_for_epoch(proc, folder, 1)
+    code, _, err = signal_and_wait(proc, signal.SIGUSR1)
+    assert code == 75, err
+    again = run_trainer(tmp_path, *ADVERSARIAL, WANDB_RUN_ID="adv1")
+    assert again.returncode == 0, again.stderr
+    assert "resumed at epoch" in again.stdout
+
+    # Every step's VAE, generator and discriminator losses, bit for bit, as without the stop.
+    resumed = step_losses(offline_runs(tmp_path, "adv1"))
+    assert resumed == step_losses(offline_runs(straight, "advref"))
+    assert [row[0] for row in resumed] == list(range(1, TOTAL_STEPS + 1))
+    ours = torch.load(folder / run_folder.LATEST, weights_only=True)
+    reference = torch.load(
+        straight / "out" / "runs" / "advref" / run_folder.LATEST, weights_only=True
+    )
+    for part in ("model", "discriminator"):
+        for key, value in reference[part].items():
+            assert torch.equal(ours[part][key], value), (part, key)
+    for key, value in reference["disc_optimizer"]["state"][0].items():
+        assert torch.equal(ours["disc_optimizer"]["state"][0][key], value), key
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ ARCHITECTURE_KEYS = (
     "attention_levels",
     "norm_num_groups",
     "nonlocal_attn",
+    "disc_channels",
+    "disc_layers",
 )
 # Keys whose change makes the saved position and optimizer state wrong: what a step is (its
 # batches: how many per epoch, which images, in which order, how augmented; its loss; Adam's
@@ -44,6 +46,9 @@ STEP_KEYS = (
     "recon_loss",
     "perceptual_weight",
     "perceptual_network",
+    "adv_weight",
+    "adv_warmup_epochs",
+    "disc_lr",
 )
 RESUME_KEYS = ARCHITECTURE_KEYS + STEP_KEYS
 
@@ -85,11 +90,16 @@ def save(
     scaler: torch.amp.GradScaler,
     position: Position,
     config: dict[str, Any],
+    disc: torch.nn.Module | None = None,
+    disc_optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
+        # The adversarial term's discriminator (adv_weight > 0, a resume key: never dropped).
+        "discriminator": disc.state_dict() if disc is not None else None,
+        "disc_optimizer": disc_optimizer.state_dict() if disc_optimizer is not None else None,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "position": dict(vars(position)),
@@ -125,10 +135,15 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    disc: torch.nn.Module | None = None,
+    disc_optimizer: torch.optim.Optimizer | None = None,
 ) -> Position:
     """Put a state from ``read`` back; returns where training stands."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if disc is not None:
+        disc.load_state_dict(state["discriminator"])
+        disc_optimizer.load_state_dict(state["disc_optimizer"])
     if state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng_cpu"])

@@ -20,6 +20,8 @@ STEP_KEYS = {
     "kl": m.TRAIN_KL,
     "perceptual": m.TRAIN_PERCEPTUAL,
     "total": m.TRAIN_LOSS,
+    "gen": m.TRAIN_GEN_LOSS,
+    "disc": m.TRAIN_DISC_LOSS,
 }
 SCALE_NOTE = "fixed scale: black 0, white 1 (values clipped to [0, 1])"
 

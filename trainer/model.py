@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import AutoencoderKL
+from monai.losses import PatchAdversarialLoss
+from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 
 from contract.config import Config
 from contract.errors import UserError
@@ -83,6 +84,51 @@ def losses(
         total = total + cfg.perceptual_weight * out["perceptual"]
     out["total"] = total
     return out
+
+
+# --- adversarial term: MONAI's recipe, optional ---------------------------------------------------
+class AdversarialLoss(PatchAdversarialLoss):
+    """MONAI's least-squares patch loss, with its 0/1 targets made on the device: MONAI's own
+    copy a host scalar to the GPU on every call, which makes a CUDA step wait for the host."""
+
+    def __init__(self) -> None:
+        super().__init__(criterion="least_squares")
+
+    def get_target_tensor(self, input: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        return torch.full_like(input, self.real_label if target_is_real else self.fake_label)
+
+
+# On the discriminator's last (patch) output, as in MONAI's AutoencoderKL tutorials.
+ADVERSARIAL = AdversarialLoss()
+
+
+def build_discriminator(cfg: Config) -> PatchDiscriminator | None:
+    if cfg.adv_weight <= 0:
+        return None
+    return PatchDiscriminator(
+        spatial_dims=cfg.spatial_dims,
+        channels=cfg.disc_channels,
+        in_channels=cfg.in_channels,
+        num_layers_d=cfg.disc_layers,
+    )
+
+
+def generator_loss(disc: torch.nn.Module, recon: torch.Tensor) -> torch.Tensor:
+    """How far the discriminator is from taking the reconstruction for real."""
+    logits = disc(recon.contiguous().float())[-1]
+    return ADVERSARIAL(logits, target_is_real=True, for_discriminator=False)
+
+
+def discriminator_loss(disc: torch.nn.Module, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Mean of its losses on the reconstruction (fake) and the image (real); no gradient reaches
+    the VAE."""
+    fake = ADVERSARIAL(
+        disc(recon.detach().contiguous().float())[-1], target_is_real=False, for_discriminator=True
+    )
+    real = ADVERSARIAL(
+        disc(x.detach().contiguous().float())[-1], target_is_real=True, for_discriminator=True
+    )
+    return 0.5 * (fake + real)
 
 
 # --- perceptual loss: optional, never downloads ---------------------------------------------------

@@ -42,7 +42,16 @@ from contract.errors import (
 )
 from trainer import checkpoint, logger
 from trainer import data as datasets
-from trainer.model import build_model, build_perceptual, forward, losses, recon_loss
+from trainer.model import (
+    build_discriminator,
+    build_model,
+    build_perceptual,
+    discriminator_loss,
+    forward,
+    generator_loss,
+    losses,
+    recon_loss,
+)
 
 DEFAULT_PROJECT = "vae-sweeps"
 
@@ -194,7 +203,9 @@ class State:
     model: torch.nn.Module
     net: torch.nn.Module  # the model, or its torch.compile wrapper: what the steps call
     optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
+    scaler: torch.amp.GradScaler  # one for both optimizers, updated once per step
+    disc: torch.nn.Module | None  # the adversarial term's discriminator (adv_weight > 0)
+    disc_optimizer: torch.optim.Optimizer | None
     folder: Path
     pos: checkpoint.Position
     rows: logger.StepRows
@@ -249,10 +260,15 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=p.amp_dtype == torch.float16)
+    disc = build_discriminator(cfg)
+    disc_optimizer = None
+    if disc is not None:
+        disc = disc.to(device)
+        disc_optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr)
     folder = p.folder
     pos = checkpoint.Position(train_images=len(p.data.train))
     if p.resume is not None:
-        pos = checkpoint.restore(p.resume, model, optimizer, scaler)
+        pos = checkpoint.restore(p.resume, model, optimizer, scaler, disc, disc_optimizer)
         p.resume = None  # the state's tensors are the model's now: let the copy go
     # Rows the checkpoint holds and the file lacks: a kill came between the two.
     runs.restore_progress(folder, pos.rows)
@@ -282,6 +298,8 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         net=torch.compile(model) if cfg.compile else model,
         optimizer=optimizer,
         scaler=scaler,
+        disc=disc,
+        disc_optimizer=disc_optimizer,
         folder=folder,
         pos=pos,
         rows=logger.StepRows(run, log_from_step=logged_step),
@@ -296,9 +314,14 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
     run.summary.update(references(s))
     precision = str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "fp32"
     resumed = f", resumed at epoch {pos.epoch + 1} step {pos.step}" if pos.step else ""
+    adversarial = (
+        f"; adversarial term x{cfg.adv_weight:g} from epoch {cfg.adv_warmup_epochs + 1}"
+        if disc is not None
+        else ""
+    )
     print(
         f"run {run.id}: {p.data.description}; {n_params:,} parameters on {device.type} "
-        f"({precision}); checkpoints in {folder}{resumed}",
+        f"({precision}){adversarial}; checkpoints in {folder}{resumed}",
         flush=True,
     )
     return s
@@ -327,18 +350,30 @@ def start_epoch(s: State, epoch: int) -> None:
         else None
     )
     s.model.train()
+    if s.disc is not None:
+        s.disc.train()
 
 
 def train_step(s: State, i: int, batch: torch.Tensor) -> bool:
     """One optimizer step on batch ``i`` of the epoch; False when a flushed loss is not finite."""
     cfg, pos = s.cfg, s.pos
     x = batch.to(s.device, non_blocking=True)
+    adversarial = s.disc is not None and s.epoch > cfg.adv_warmup_epochs
     with autocast(s):
         recon, z_mu, z_sigma = forward(s.net, x, sample=True)
         out = losses(x, recon, z_mu, z_sigma, cfg, s.perceptual)
+        if adversarial:
+            out["gen"] = generator_loss(s.disc, recon)
+            out["total"] = out["total"] + cfg.adv_weight * out["gen"]
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(out["total"]).backward()
     s.scaler.step(s.optimizer)
+    if adversarial:  # MONAI's recipe: the discriminator's step follows the VAE's, same weight
+        with autocast(s):
+            out["disc"] = discriminator_loss(s.disc, x, recon)
+        s.disc_optimizer.zero_grad(set_to_none=True)
+        s.scaler.scale(cfg.adv_weight * out["disc"]).backward()
+        s.scaler.step(s.disc_optimizer)
     s.scaler.update()
     pos.step += 1
     pos.batch = i + 1
@@ -433,7 +468,9 @@ def end_epoch(s: State) -> bool:
 
 
 def save(s: State, path: Path) -> None:
-    checkpoint.save(path, s.model, s.optimizer, s.scaler, s.pos, s.cfg.to_dict())
+    checkpoint.save(
+        path, s.model, s.optimizer, s.scaler, s.pos, s.cfg.to_dict(), s.disc, s.disc_optimizer
+    )
 
 
 def finish(s: State, status: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,13 @@ def test_analysis_tells_a_quiet_live_run_from_a_killed_one_by_its_lock(tmp_path:
     proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="quiet1")
     try:
         wait_for_epoch(proc, folder, 1)
+        # wandb-core writes the summary record to the run file when it flushes: wait for it.
+        deadline = time.monotonic() + 120
+        while True:
+            (run,), _, _ = read_folder(tmp_path, running_window_s=0.0)
+            if m.SUMMARY_RUN_DIR in run.summary or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         proc.send_signal(signal.SIGSTOP)
         # With no grace at all for a quiet log, the lock still says the run is alive.
         (run,), _, _ = read_folder(tmp_path, running_window_s=0.0)

@@ -23,7 +23,8 @@ def _distribution(values: list[Any]):
         # Spans of more than a decade (lr, kl_weight) are read on a log scale.
         log = low > 0 and high / low > 10
         return FloatDistribution(low, high, log=log), float
-    # Lists (channels) and anything else: categories, encoded as JSON strings (FACTS: Optuna).
+    # Lists (channels) and anything else: categories, encoded as JSON strings (Optuna keeps
+    # list choices only with a warning and breaks on tuples after a storage round trip).
     return CategoricalDistribution(sorted({json.dumps(v, sort_keys=True) for v in values})), (
         lambda v: json.dumps(v, sort_keys=True)
     )

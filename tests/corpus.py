@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -54,6 +53,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from conftest import offline_env  # noqa: E402
 
 from analysis.records import END_STEP, RunRecord  # noqa: E402
 from contract import metrics as M  # noqa: E402
@@ -363,21 +364,6 @@ BY_NAME = {c.name: c for c in (TUNING, HELDOUT)}
 # --- training and reading back ------------------------------------------------------------------
 
 
-def _env(wandb_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_DIR=str(wandb_dir),
-        WANDB_SILENT="true",
-        WANDB_CONFIG_DIR=str(wandb_dir / ".config"),
-        WANDB_CACHE_DIR=str(wandb_dir / ".cache"),
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
-    )
-    env.update(extra)
-    return env
-
-
 # A folder being trained into; renamed when its run (or sweep) has ended well.
 PART = ".part"
 
@@ -395,7 +381,7 @@ def train_one(s: Spec, work: Path, corpus: str) -> Path:
     run_id = f"{corpus[:3]}-{s.name}"
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", f"--output_dir={folder / 'outputs'}", *args],
-        env=_env(folder, WANDB_RUN_ID=run_id),
+        env=offline_env(folder, WANDB_RUN_ID=run_id),
         capture_output=True,
         text=True,
         cwd=folder,
@@ -412,7 +398,7 @@ def run_sweep(sw: SweepSpec, work: Path) -> Path:
     folder = _fresh(work / f"{sw.name}{PART}")
     (folder / "sweep.yaml").write_text(yaml.safe_dump(sw.sweep, sort_keys=False))
     storage = f"sqlite:///{folder / 'sweeps.db'}"
-    env = _env(folder)
+    env = offline_env(folder)
     created = subprocess.run(
         [sys.executable, "-m", "sweeper", "create", "sweep.yaml", "--storage", storage],
         env=env, capture_output=True, text=True, cwd=folder, check=True,

@@ -41,20 +41,28 @@ def stop(*agents: subprocess.Popen) -> None:
             agent.wait(timeout=30)
 
 
-def test_a_paused_agent_keeps_its_trial_on_its_own_host(tmp_path):
+@pytest.mark.parametrize(
+    ("host", "run_lock", "seen"),
+    [
+        # Same host: b sees the heartbeat go stale, and the owner alive.
+        (None, False, "still runs on this host: left to it"),
+        # nodea's heartbeats stop, but the run folder (shared here) shows its run training.
+        ("nodea", True, "but its run is being trained by pid"),
+    ],
+    ids=["own-host", "run-lock-elsewhere"],
+)
+def test_a_paused_owner_keeps_its_trial(tmp_path, host, run_lock, seen):
     hold = tmp_path / "hold"
     hold.touch()
-    sweep_id = create(
-        tmp_path, trivial_sweep(tmp_path, run_cap=1, sleep=0.05, hold=str(hold)), *FAST
-    )
-    a = start_agent(tmp_path, sweep_id, tmp_path / "a.log")
+    file = trivial_sweep(tmp_path, run_cap=1, sleep=0.05, hold=str(hold), run_lock=run_lock)
+    sweep_id = create(tmp_path, file, *FAST)
+    a = start_agent(tmp_path, sweep_id, tmp_path / "a.log", host=host)
     b = None
     try:
         wait_for(lambda: read_ledger(tmp_path), 60, "the trial to start")
         a.send_signal(signal.SIGSTOP)  # its trial's process goes on, its heartbeats stop
         b = start_agent(tmp_path, sweep_id, tmp_path / "b.log")
-        # b sees the heartbeat go stale, and the owner alive: it leaves the trial alone.
-        wait_for_line(tmp_path / "b.log", "still runs on this host: left to it", 60)
+        wait_for_line(tmp_path / "b.log", seen, 60)  # b leaves the trial alone
         a.send_signal(signal.SIGCONT)
         hold.unlink()
         assert a.wait(timeout=60) == 0
@@ -101,32 +109,6 @@ def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path):
     assert first["run_id"] == second["run_id"], "the retry resumes the same run"
     assert_one_process_per_run(tmp_path)
     assert_no_traceback(log)
-
-
-def test_a_paused_owner_elsewhere_keeps_a_trial_whose_run_is_still_training(tmp_path):
-    hold = tmp_path / "hold"
-    hold.touch()
-    file = trivial_sweep(tmp_path, run_cap=1, sleep=0.05, hold=str(hold), run_lock=True)
-    sweep_id = create(tmp_path, file, *FAST)
-    a = start_agent(tmp_path, sweep_id, tmp_path / "a.log", host="nodea")
-    b = None
-    try:
-        wait_for(lambda: read_ledger(tmp_path), 60, "the trial to start")
-        a.send_signal(signal.SIGSTOP)
-        b = start_agent(tmp_path, sweep_id, tmp_path / "b.log")
-        # nodea's heartbeats stop, but the run folder (shared here) shows its run training.
-        wait_for_line(tmp_path / "b.log", "but its run is being trained by pid", 60)
-        a.send_signal(signal.SIGCONT)
-        hold.unlink()
-        assert a.wait(timeout=60) == 0
-        assert b.wait(timeout=60) == 0
-    finally:
-        stop(a, *([b] if b else []))
-    (only,) = trials(tmp_path, sweep_id)
-    assert only.state == TrialState.COMPLETE
-    assert len(read_ledger(tmp_path)) == 1
-    assert_one_process_per_run(tmp_path)
-    assert_no_traceback(tmp_path / "a.log", tmp_path / "b.log")
 
 
 def test_a_trial_waits_while_another_process_holds_its_run_lock(tmp_path):

@@ -27,6 +27,10 @@ EPOCH = "epoch"
 VAL_RECON = "val/recon_loss"
 VAL_KL = "val/kl_loss"
 VAL_BEST_RECON = "val/best_recon_loss"
+# The reconstruction loss of a fixed subset of training images measured exactly as validation
+# is (eval mode, decoding z_mu, no augmentation), so the train/validation gap means something:
+# the per-step TRAIN_RECON averages a moving model over augmented images.
+TRAIN_EVAL_RECON = "train/eval_recon_loss"
 TIME_PER_EPOCH = "time_per_epoch"
 # Training phase only (steps and their logging, no validation): what bench/ compares.
 TRAIN_TIME_PER_EPOCH = "train_time_per_epoch"

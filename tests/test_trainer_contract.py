@@ -16,6 +16,7 @@ from trainer_helpers import (
 )
 
 from contract import metrics as m
+from contract import runs
 from contract.config import FIELDS, build
 from trainer.data import load
 
@@ -34,7 +35,7 @@ def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> N
 
     epoch_rows = run.rows_with(m.EPOCH)
     assert [row[m.EPOCH] for row in epoch_rows] == list(range(1, epochs + 1))
-    for key in (m.VAL_RECON, m.TIME_PER_EPOCH, m.VAL_BEST_RECON):
+    for key in (m.VAL_RECON, m.TIME_PER_EPOCH, m.VAL_BEST_RECON, m.TRAIN_EVAL_RECON):
         assert [row[m.EPOCH] for row in run.rows_with(key)] == list(range(1, epochs + 1)), key
     for row in epoch_rows:
         assert row[m.TIME_PER_EPOCH] > 0
@@ -51,6 +52,7 @@ def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> N
     assert x_axes[m.TRAIN_TRIPLETS] == m.TRAIN_STEP
     assert x_axes["val/*"] == m.EPOCH
     assert x_axes[m.TIME_PER_EPOCH] == m.EPOCH
+    assert x_axes[m.TRAIN_EVAL_RECON] == m.EPOCH
     # step_metric only: summary= would turn summary values into dicts (wandb 0.31).
     assert not any(d.get("summary") for d in run.metrics)
 
@@ -147,3 +149,36 @@ def test_contract_holds_with_the_adversarial_term(tmp_path: Path) -> None:
         expected = row[m.TRAIN_RECON] + 1e-6 * row[m.TRAIN_KL] + 0.01 * row[m.TRAIN_GEN_LOSS]
         assert row[m.TRAIN_LOSS] == pytest.approx(expected, rel=1e-5)
     assert not any(m.TRAIN_GEN_LOSS in row for row in run.rows_with(m.EPOCH))
+
+
+@pytest.mark.slow
+def test_train_eval_loss_is_measured_on_fixed_training_images_like_validation(
+    tmp_path: Path,
+) -> None:
+    # With augmentation on, the per-step train loss is measured on augmented images by a model
+    # in training mode; the train-eval loss must be neither.
+    proc = run_trainer(tmp_path, *TINY_2D, "--augment=true")
+    assert proc.returncode == 0, proc.stderr
+    import torch
+
+    from trainer.model import build_model
+
+    folder = only_run_dir(tmp_path)
+    state = torch.load(folder / runs.LATEST, weights_only=True)  # the model after the last epoch
+    cfg = build(state["config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    data = load(cfg)
+
+    def l1_decoding_z_mu(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            z_mu, _ = model.encode(images)
+            return (model.decode(z_mu) - images).abs().mean().item()
+
+    last = runs.read_progress(folder)[-1]
+    assert last[m.VAL_RECON] == pytest.approx(l1_decoding_z_mu(data.val), rel=1e-5)
+    # n_val=3 images of n_train=8: every (8 // 3)-th training image from the first, unaugmented.
+    subset = data.train[[0, 2, 4]]
+    assert last[m.TRAIN_EVAL_RECON] == pytest.approx(l1_decoding_z_mu(subset), rel=1e-5)
+    assert last[m.TRAIN_EVAL_RECON] != pytest.approx(last[m.TRAIN_RECON], rel=1e-3)

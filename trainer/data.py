@@ -39,15 +39,15 @@ class OnDisk:
     """A split in the cache, read memory-mapped: rows are read when asked for, so the split is
     never held in memory (the OS page cache may keep what was read, and gives it back)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, rows: slice = slice(None)):
+        self.path, self.rows = path, rows
         self._array: np.ndarray | None = None
         self.shape = tuple(self.array.shape)
 
     @property
     def array(self) -> np.ndarray:
         if self._array is None:  # opened once per process, DataLoader workers included
-            self._array = np.load(self.path, mmap_mode="r")
+            self._array = np.load(self.path, mmap_mode="r")[self.rows]  # a view: nothing read
         return self._array
 
     def __len__(self) -> int:
@@ -400,6 +400,16 @@ def mean_image(data: Split, chunk: int = 64) -> torch.Tensor:
         part = data[start : start + chunk].sum(dim=0, keepdim=True, dtype=torch.float64)
         total = total.to(part.device) + part
     return (total / len(data)).float()
+
+
+def spread_subset(data: Split, n: int) -> Split:
+    """``n`` images (at most all) spread evenly over a split, every k-th from the first: the
+    same images for the whole run, read in place (a view in memory, a strided map on disk)."""
+    n = min(n, len(data))
+    rows = slice(0, (len(data) // n) * n, len(data) // n) if n else slice(0, 0)
+    if isinstance(data, torch.Tensor):
+        return data[rows]
+    return OnDisk(data.path, rows)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

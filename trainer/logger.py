@@ -33,7 +33,7 @@ def define_metrics(run: wandb.Run) -> None:
     for key in (*STEP_KEYS.values(), m.TRAIN_TRIPLETS):
         run.define_metric(key, step_metric=m.TRAIN_STEP)
     run.define_metric("val/*", step_metric=m.EPOCH)
-    for key in (m.TIME_PER_EPOCH, m.TRAIN_TIME_PER_EPOCH):
+    for key in (m.TRAIN_EVAL_RECON, m.TIME_PER_EPOCH, m.TRAIN_TIME_PER_EPOCH):
         run.define_metric(key, step_metric=m.EPOCH)
 
 

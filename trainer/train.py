@@ -211,6 +211,9 @@ class State:
     rows: logger.StepRows
     train_x: datasets.Split  # on the device, or streamed from the disk cache
     val_x: datasets.Split
+    # Fixed training images whose loss is measured at each epoch's end exactly as validation's
+    # (TRAIN_EVAL_RECON); as many as the validation set, so it costs one validation pass at most.
+    train_eval_x: datasets.Split
     n_steps: int
     # Online, a resumed run's summary holds the last train/step and epoch the server has; a
     # restart from an older checkpoint (after a hard kill) then re-trains those steps without
@@ -305,6 +308,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         rows=logger.StepRows(run, log_from_step=logged_step),
         train_x=train_x,
         val_x=datasets.to_device(p.data.val, device),
+        train_eval_x=datasets.spread_subset(train_x, len(p.data.val)),
         n_steps=datasets.steps_per_epoch(len(train_x), cfg.batch_size),
         logged_step=logged_step,
         logged_epoch=logged_epoch,
@@ -420,8 +424,8 @@ def end_epoch(s: State) -> bool:
     validation loss is not finite."""
     cfg, pos, epoch = s.cfg, s.pos, s.epoch
     train_seconds = time.perf_counter() - s.started
-    val_recon, val_kl, triplets = validate(s)
-    if not (math.isfinite(val_recon) and math.isfinite(val_kl)):
+    val_recon, val_kl, train_eval, triplets = validate(s)
+    if not all(math.isfinite(v) for v in (val_recon, val_kl, train_eval)):
         return False
     improved = val_recon < pos.best_val
     if improved:
@@ -436,6 +440,7 @@ def end_epoch(s: State) -> bool:
                 m.VAL_RECON: val_recon,
                 m.VAL_KL: val_kl,
                 m.VAL_BEST_RECON: pos.best_val,
+                m.TRAIN_EVAL_RECON: train_eval,
                 m.TIME_PER_EPOCH: seconds,
                 m.TRAIN_TIME_PER_EPOCH: train_seconds,
                 **triplets,
@@ -447,6 +452,7 @@ def end_epoch(s: State) -> bool:
         m.VAL_KL: val_kl,
         m.VAL_BEST_RECON: pos.best_val,
         m.TRAIN_RECON: train_recon,
+        m.TRAIN_EVAL_RECON: train_eval,
         m.TIME_PER_EPOCH: seconds,
         m.TRAIN_TIME_PER_EPOCH: train_seconds,
     }
@@ -500,7 +506,9 @@ def diverged(s: State) -> int:
 
 @torch.no_grad()
 def validate(s: State):
-    """Sample-weighted mean losses over the validation set (z_mu decoded) and its triplets."""
+    """Sample-weighted mean losses over the validation set (z_mu decoded), the same
+    reconstruction loss over the fixed training subset (not augmented), and the validation
+    triplets. One host sync for the three values."""
     cfg, val_x = s.cfg, s.val_x
     s.net.eval()
     cap = len(val_x) if cfg.max_val_triplets is None else min(cfg.max_val_triplets, len(val_x))
@@ -516,8 +524,14 @@ def validate(s: State):
         for j in range(min(len(x), cap - start)):
             what = f"validation sample {start + j}, epoch {s.epoch}"
             triplets[m.val_triplet_key(start + j)] = logger.triplet_image(x[j], recon[j], what)
+    train_sum = torch.zeros((), device=s.device)
+    for _, x in datasets.val_batches(s.train_eval_x, cfg.batch_size, s.device):
+        with autocast(s):
+            train_sum += recon_loss(x, forward(s.net, x, sample=False)[0], cfg) * len(x)
     s.net.train()
-    return (recon_sum / len(val_x)).item(), (kl_sum / len(val_x)).item(), triplets
+    recon_sum, kl_sum, train_sum = torch.stack([recon_sum, kl_sum, train_sum]).tolist()
+    n_val, n_train = len(val_x), len(s.train_eval_x)
+    return recon_sum / n_val, kl_sum / n_val, train_sum / n_train, triplets
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--storage",
-        help="local engine's storage URL, for its trial states"
+        help="local engine's storage (URL or journal:PATH), for its trial states"
         " (default $SWEEPER_STORAGE or sqlite:///outputs/sweeps.db, as the sweeper)",
     )
     r.add_argument(

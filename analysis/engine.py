@@ -8,7 +8,8 @@ code when its agent died and the trial was handed to a retry with the same run i
 engine state is that of its latest trial.
 
 A SQLite storage is opened read-only (``mode=ro``), so the report can neither create a database
-where there was none nor hold a write lock over agents still running.
+where there was none nor hold a write lock over agents still running. A journal
+(``journal:PATH``) is only read: the report never takes its lock.
 """
 
 from __future__ import annotations
@@ -85,6 +86,19 @@ def read_sweeps(
     """
     import optuna
 
+    journal = st.journal_path(url)
+    if journal is not None:
+        if not journal.is_file():
+            if explicit:
+                raise UserError(f"--storage {url}: no such journal file")
+            return [], []
+        try:
+            storage = st.open_journal(url, journal, write=False, name=f"--storage {url}")
+        except UserError as exc:
+            if explicit:
+                raise
+            return [], [f"engine states not shown: {exc}"]
+        return _sweeps(storage, url, sweep_ids), []
     ro = _read_only(url)
     if ro is None:
         if explicit:
@@ -101,6 +115,10 @@ def read_sweeps(
             raise UserError(f"--storage {st.shown_url(url)}: cannot read it ({first})") from None
         shown = st.shown_url(url)
         return [], [f"engine states not shown: cannot read the storage {shown} ({first})"]
+    return _sweeps(storage, url, sweep_ids), []
+
+
+def _sweeps(storage, url: str, sweep_ids: set[str]) -> list[EngineSweep]:
     found = []
     for sweep_id in sorted(sweep_ids):
         try:
@@ -124,7 +142,7 @@ def read_sweeps(
                 )
             )
         found.append(EngineSweep(sweep_id, str(attrs.get("name") or sweep_id), url, trials))
-    return found, []
+    return found
 
 
 def attach(runs: list[RunRecord], sweeps: list[EngineSweep]) -> None:

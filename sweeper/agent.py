@@ -339,7 +339,7 @@ class Agent:
                 if frozen.state != TrialState.RUNNING:
                     self._taken_over(frozen)
                     return
-                storage.record_heartbeat(trial_id)
+                st.beat(storage, trial_id)
             except Exception:  # the database did not answer: the next beat tries again
                 continue
 

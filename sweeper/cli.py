@@ -7,7 +7,9 @@
   status ID [--storage U]              trials by state, and the best so far
 
 Storage: ``--storage URL`` or ``$SWEEPER_STORAGE``, default ``sqlite:///outputs/sweeps.db``
-(one machine); ``postgresql://...`` or ``mysql+pymysql://...`` for agents on several machines.
+(one machine); ``journal:PATH`` (a file in a folder that several machines share), or
+``postgresql://...`` or ``mysql+pymysql://...`` (a database server), for agents on several
+machines.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--storage",
             metavar="URL",
-            help="Optuna RDB URL (default: $SWEEPER_STORAGE, else sqlite:///outputs/sweeps.db)",
+            help="sqlite:///FILE, journal:PATH (a shared folder), postgresql://... or "
+            "mysql+pymysql://... (default: $SWEEPER_STORAGE, else sqlite:///outputs/sweeps.db)",
         )
     return parser
 

@@ -1,31 +1,60 @@
 """Where local sweeps live, and how agents share one without losing or double-counting a trial.
 
-Design. One sweep = one Optuna study in an ``RDBStorage`` (default
-``sqlite:///outputs/sweeps.db``; PostgreSQL or MySQL URLs for several machines). The study is
-named by the sweep id and stores the sweep file's text, so an agent needs only the id.
+Design. One sweep = one Optuna study, named by the sweep id, that stores the sweep file's text,
+so an agent needs only the id. Three storages, each for one way of sharing it:
 
-Why RDB and not the journal file: only ``RDBStorage`` has heartbeats, which find the trials
-of agents that died on *other* machines. Its two weak points on SQLite are covered here:
+* ``sqlite:///outputs/sweeps.db`` (the default): agents on one machine. Not on NFS: SQLite's
+  locks are not reliable there.
+* ``journal:PATH``: agents on several machines that share a folder (NFS, Lustre, GPFS), with no
+  database server. Optuna's ``JournalStorage(JournalFileBackend(PATH))``: an append-only log
+  of operations that every process replays in the same order. Appends are serialised by
+  ``JournalFileOpenLock``: an exclusive create (``O_CREAT | O_EXCL``) of ``PATH.lock``,
+  atomic on NFSv3 and later, on local disks and on cluster filesystems, where ``flock`` and
+  SQLite's locks are not to be trusted.
+* ``postgresql://...`` or ``mysql+pymysql://...``: agents anywhere that reach a server.
 
-* SQLite has no row locks, so two agents can pop the same WAITING trial, or fail the same
-  stale trial twice (two retries). Every *claim* (reap dead trials, create retries, ask for
-  the next trial, record its owner) therefore runs under an exclusive ``fcntl.flock`` on
+Heartbeats are the engine's own, the same on every storage (Optuna keeps them only in its
+RDB storages). The owner of a RUNNING trial writes the time into the trial's system attribute
+``heartbeat`` every ``heartbeat`` seconds. Another agent judges it by its own clock: a value
+it has seen unchanged for ``grace`` seconds is a silent owner, so the hosts' clocks need not
+agree, and an agent that starts gives each trial the whole grace period before it judges.
+
+How a claim stays exact. A claim reaps dead trials, creates retries, asks for the next trial
+and records its owner.
+
+* SQLite has no row locks: two agents could pop the same WAITING trial, or fail the same stale
+  trial twice (two retries). Every claim therefore runs under an exclusive ``fcntl.flock`` on
   ``<db>.lock``. The kernel drops that lock when its holder dies, even by ``kill -9``, so a
-  dead agent can never block the others. PostgreSQL and MySQL lock rows themselves
-  (``SELECT ... FOR UPDATE``); there the lock is not needed.
-* "database is locked" under many writers: a 60 s busy timeout and WAL journaling.
+  dead agent can never block the others. "database is locked" under many writers: a 60 s
+  busy timeout and WAL journaling.
+* PostgreSQL and MySQL pop a WAITING trial under a row lock (``SELECT ... FOR UPDATE``) and
+  end a trial in one transaction that checks its state, so each WAITING trial goes to one
+  agent and a trial ends once.
+* The journal: one order of operations, the same in every process. The first record that
+  moves a WAITING trial to RUNNING wins in every replay, and a later one is dropped, so its
+  writer learns it lost and takes the next; the first record that ends a trial wins, and a
+  later update of it is refused. No lock spans a claim: the journal's own lock only orders
+  appends, and a lock file that outlives a stopped process can only be taken over after a
+  timeout, which is no basis for a claim that may take a minute (the first Gaussian process).
 
-Dead agents. Each RUNNING trial records its owner (``host:pid:start-time``) and a heartbeat
-(every ``heartbeat`` seconds). On the owner's host, liveness is the process itself: an owner
-whose pid still runs with the same start time (the start time guards against PID reuse) keeps
-its trial whatever its heartbeat says, so an agent that was only paused (Ctrl-Z, SIGSTOP, a
-saturated disk) is never robbed while its trial's process still trains. The start time comes
-from ``/proc``, or from ``ps`` where there is no ``/proc``; where neither answers, heartbeats
-decide. Agents on other hosts see only the heartbeat: older than ``grace`` seconds, the trial
-is taken over. Its owner, if it was alive after all, notices at its next heartbeat or report
-and stops its trial's process. A trial found dead is *lost*: marked FAIL without an
-``exit_code``, then re-enqueued once with the same parameters (``retry_of`` = its number) and
-the same run id, so the trainer resumes from its checkpoint.
+Without a claim lock (servers and the journal), two agents may ask at the same moment. The
+order then decides, and every agent reads the same order: an original beyond the budget, a
+configuration an earlier trial holds while an untaken one remains, and a second retry of one
+trial are voided (``void`` attr, FAIL), never run and never counted; each agent checks its own
+claim before it runs it, and a reaper voids such a trial whose claimer died first.
+
+Dead agents. Each RUNNING trial records its owner (``host:pid:start-time``) and its heartbeat.
+On the owner's host, liveness is the process itself: an owner whose pid still runs with the
+same start time (the start time guards against PID reuse) keeps its trial whatever its
+heartbeat says, so an agent that was only paused (Ctrl-Z, SIGSTOP, a saturated disk) is never
+robbed while its trial's process still trains. The start time comes from ``/proc``, or from
+``ps`` where there is no ``/proc``; where neither answers, heartbeats decide. Agents on other
+hosts see only the heartbeat: silent for ``grace`` seconds, the trial is taken over, unless
+its run folder (where this host sees it) shows the run lock held. Its owner, if it was alive
+after all, notices at its next heartbeat or report and stops its trial's process; the retry
+waits for the run lock. A trial found dead is *lost*: marked FAIL without an ``exit_code``,
+then re-enqueued once with the same parameters (``retry_of`` = its number) and the same run
+id, so the trainer resumes from its checkpoint.
 
 Bounded faults. A slot is retried after at most ``max_retries`` faults (lost or preempted
 trials; a trial given back by an agent that was told to stop is not a fault of the trial). The
@@ -37,14 +66,14 @@ Accounting, the same on every storage. The budget (``run_cap``, or the grid's po
 exactly one counted trial (COMPLETE, PRUNED, or FAIL with an exit code). The order of writes
 makes every step safe to interrupt: the owner is recorded right after ``ask``; a trial is
 marked lost before its retry exists, and a lost trial without a retry is given one by the
-next reaper. Where no lock serialises claims (several machines), an original beyond the
-budget and a second retry of one trial are voided (``void`` attr, FAIL) and never counted.
+next reaper.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -52,10 +81,11 @@ import socket
 import sqlite3
 import string
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +101,7 @@ from sweeper import space as space_mod
 DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"
 # Each sweep's engine settings, fixed when it is created (``python -m sweeper create``).
 HEARTBEAT_INTERVAL = 10.0  # seconds between an agent's heartbeats for its running trial
-GRACE_PERIOD = 60.0  # seen from another host, an older heartbeat means a dead agent
+GRACE_PERIOD = 60.0  # seen from another host, a heartbeat silent this long means a dead agent
 MAX_RETRIES = 3  # retries of one slot after a lost or preempted trial; the next fault ends it
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8  # like W&B's sweep and run ids
@@ -90,11 +120,11 @@ GIVEN_BACK = "given_back"  # lost because its agent was stopped: not a fault of 
 GAVE_UP = "gave_up"  # the slot's last fault, after max_retries retries: counted as FAIL
 RUN_FOLDER = "run_folder"  # absolute path of the trial's run folder, seen from its owner
 ENGINE = "engine"  # study attr: the sweep's heartbeat, grace and max_retries
+HEARTBEAT = "heartbeat"  # trial system attr: the owner's clock at its latest beat
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats are "experimental" and "meant for Study.optimize": we drive them ourselves, on purpose.
+# GPSampler's deterministic_objective is "experimental": chosen on purpose (space.py).
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def new_id() -> str:
@@ -105,10 +135,13 @@ def new_id() -> str:
 @dataclass
 class Store:
     url: str
-    storage: optuna.storages.RDBStorage
+    storage: optuna.storages.BaseStorage
     lock_path: Path | None  # set for SQLite, where claims need a file lock
     # Wraps the wait for the claim lock: an agent's stop signal may cut it short.
     wait: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    # What this process saw of each RUNNING trial's heartbeat: (value, when first seen, by
+    # this process's clock).
+    seen: dict[int, tuple[Any, float]] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def claim_lock(self) -> Iterator[None]:
@@ -131,6 +164,101 @@ def sqlite_path(url: str) -> Path | None:
     if not path or path == ":memory:":
         raise UserError(f"storage {url!r}: an in-memory database cannot be shared by agents")
     return Path(path)
+
+
+JOURNAL = "journal:"
+JournalOperation = optuna.storages.journal._storage.JournalOperation
+# Records this Optuna replays. DISCARD_TRIALS (written by Rustuna) is skipped by Optuna's
+# replay, which would bring discarded trials back: refused like an unknown record.
+REPLAYED = {int(op) for op in JournalOperation} - {int(JournalOperation.DISCARD_TRIALS)}
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:PATH`` storage; a relative PATH is relative to the working
+    directory."""
+    if not url.startswith(JOURNAL):
+        return None
+    path = url[len(JOURNAL) :]
+    if not path:
+        raise UserError(f"storage {url!r}: name its file, e.g. journal:/shared/sweeps.journal")
+    return Path(path).absolute()
+
+
+class IncompatibleJournal(UserError):
+    """A journal record this Optuna cannot replay: written by another (newer) version."""
+
+    def __init__(self, path: str, detail: str):
+        self.detail = detail
+        super().__init__(f"journal {path}: {detail}")
+
+
+class JournalFile(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, refusing records this Optuna would replay wrongly or not at all."""
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        for number, log in enumerate(super().read_logs(log_number_from), log_number_from + 1):
+            if not isinstance(log, dict) or log.get("op_code") not in REPLAYED:
+                op = log.get("op_code") if isinstance(log, dict) else log
+                raise IncompatibleJournal(
+                    self._file_path,
+                    f"record {number} (op_code {op!r}) was written by an Optuna incompatible "
+                    f"with this one ({optuna.__version__})",
+                )
+            yield log
+
+
+def _not_a_journal(path: Path) -> bool:
+    """The file's first record is not an Optuna journal record (an empty file is a new journal)."""
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20)
+    if not first:
+        return False
+    try:
+        record = json.loads(first)
+    except ValueError:  # not JSON, not even UTF-8 (a SQLite file, say)
+        return True
+    return not (isinstance(record, dict) and "op_code" in record and "worker_id" in record)
+
+
+def open_journal(
+    url: str, path: Path, write: bool = True, name: str | None = None
+) -> optuna.storages.JournalStorage:
+    """Optuna's journal storage in the file ``path``; ``write=False`` creates nothing (the file
+    must exist). Bad folders and files are one-line user errors, starting with ``name``."""
+    name = name or f"storage {url!r}"
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{name}: no folder {folder}")
+    if path.is_dir():
+        raise UserError(f"{name}: {path} is a folder, not a journal file")
+    if write:
+        try:
+            # The lock file is created beside the journal at every write: the folder, not
+            # only the file, must be writable.
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.probe-")
+            os.close(fd)
+            os.unlink(probe)
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise UserError(f"{name}: cannot write in {folder} ({exc.strerror})") from None
+    elif not path.is_file():
+        raise UserError(f"{name}: no such journal file")
+    try:
+        if _not_a_journal(path):
+            raise UserError(f"{name}: {path} is not an Optuna journal file")
+        lock = optuna.storages.journal.JournalFileOpenLock(str(path))
+        return optuna.storages.JournalStorage(JournalFile(str(path), lock_obj=lock))
+    except IncompatibleJournal as exc:
+        raise UserError(f"{name}: {exc.detail}") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read {path} ({exc.strerror})") from None
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        # Optuna's replay fails on records of a format it does not know.
+        raise UserError(
+            f"{name}: cannot replay it; written by an Optuna incompatible with this "
+            f"one ({optuna.__version__})? ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 # The database drivers SQLAlchemy loads for each URL scheme, and the package that provides each.
@@ -167,7 +295,10 @@ def driver_problem(url: str) -> str | None:
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        return "not a database URL (expected e.g. sqlite:///outputs/sweeps.db or postgresql://USER:PASS@HOST/DB)"
+        return (
+            "not a storage URL (expected e.g. sqlite:///outputs/sweeps.db, "
+            "journal:/shared/sweeps.journal or postgresql://USER:PASS@HOST/DB)"
+        )
     try:
         dialect = parsed.get_dialect()
     except sqlalchemy.exc.NoSuchModuleError:
@@ -190,6 +321,9 @@ def driver_problem(url: str) -> str | None:
 def open_store(url: str | None) -> Store:
     """Open (creating if needed) the storage at ``url``; bad URLs are one-line user errors."""
     url = url or os.environ.get("SWEEPER_STORAGE") or DEFAULT_STORAGE
+    journal = journal_path(url)
+    if journal is not None:
+        return Store(url, open_journal(url, journal), None)
     engine_kwargs: dict[str, Any] = {}
     db = sqlite_path(url)
     if db is not None:
@@ -208,14 +342,7 @@ def open_store(url: str | None) -> Store:
         if url.startswith(("postgresql", "mysql")):
             engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=int(HEARTBEAT_INTERVAL),
-                grace_period=int(GRACE_PERIOD),
-            )
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
         first = _first_line(exc)
         raise UserError(f"storage {shown_url(url)!r}: cannot open it ({first})") from None
@@ -349,11 +476,7 @@ def load_sweep(store: Store, sweep_id: str) -> Sweep:
         # epochs come back in its retry).
         pruner=space_mod.pruner_for(cfg, counts=holds_its_config),
     )
-    sweep = Sweep(sweep_id, study, cfg, built)
-    # The storage finds stale heartbeats with the sweep's own grace period.
-    store.storage.heartbeat_interval = sweep.settings.heartbeat
-    store.storage.grace_period = sweep.settings.grace
-    return sweep
+    return Sweep(sweep_id, study, cfg, built)
 
 
 # --- owners -------------------------------------------------------------------------------------
@@ -398,6 +521,22 @@ def owner_alive(tag: str) -> bool | None:
         return None
     now = _start_time(int(pid))
     return None if now == UNKNOWN else now == started
+
+
+def beat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """The owner's heartbeat: its clock's time, which other agents only watch change."""
+    storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+
+
+def silent_for(store: Store, t: FrozenTrial, now: float) -> float:
+    """Seconds that this process has seen the trial's owner and heartbeat unchanged, by its own
+    monotonic clock ``now`` (0 at the first sight)."""
+    value = (t.user_attrs.get(OWNER), t.system_attrs.get(HEARTBEAT))
+    last = store.seen.get(t._trial_id)
+    if last is None or last[0] != value:
+        store.seen[t._trial_id] = (value, now)
+        return 0.0
+    return now - last[1]
 
 
 # --- accounting -----------------------------------------------------------------------------------
@@ -523,21 +662,23 @@ def _trainer(folder: str | None) -> runs.Owner | None:
 def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None) -> None:
     """Find trials of dead agents, mark them lost and give each lost trial one retry.
 
-    An owner this host can see alive keeps its trial, however old its heartbeat: the
-    heartbeat only speaks for owners elsewhere (or where this host cannot tell)."""
-    storage = sweep.study._storage
-    stale = set(storage._get_stale_trial_ids(sweep.study._study_id))
-    now = time.time()
+    An owner this host can see alive keeps its trial, however long its heartbeat has been
+    silent: the heartbeat only speaks for owners elsewhere (or where this host cannot tell)."""
+    now = time.monotonic()
     serialised = store.lock_path is not None
     grace = sweep.settings.grace
-    for t in tally(sweep).by_state(TrialState.RUNNING):
+    everyone = tally(sweep).trials
+    running = [t for t in everyone if t.state == TrialState.RUNNING]
+    for ended in set(store.seen) - {t._trial_id for t in running}:
+        del store.seen[ended]
+    for t in running:
+        silent = silent_for(store, t, now) > grace
         owner = t.user_attrs.get(OWNER)
         if owner is None:
             # Owners are recorded right after ask, under the claim lock: without the lock an
             # ownerless trial may still be in its first seconds.
-            started = t.datetime_start.timestamp() if t.datetime_start else now
-            if serialised or now - started > grace:
-                mark_lost(sweep, t._trial_id, "agent died while claiming it")
+            if serialised or silent:
+                _lose(sweep, t, everyone, "agent died while claiming it", serialised, say)
             continue
         trainer = _trainer(t.user_attrs.get(RUN_FOLDER))
         # A run still being trained (its lock is held, seen from here) keeps its trial: a retry
@@ -545,10 +686,10 @@ def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
         alive = True if trainer is not None else owner_alive(owner)
         if alive is False:
             reason = f"agent {owner} is gone"
-        elif alive is None and t._trial_id in stale:
+        elif alive is None and silent:
             reason = f"no heartbeat from agent {owner} for over {grace:g} s"
         else:
-            if alive and t._trial_id in stale:
+            if alive and silent:
                 who = (
                     f"its run is being trained by {trainer}"
                     if trainer
@@ -556,8 +697,7 @@ def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
                 )
                 say(f"trial {t.number}: no heartbeat for over {grace:g} s, but {who}: left to it")
             continue
-        if mark_lost(sweep, t._trial_id, reason):
-            say(f"trial {t.number} run {t.user_attrs.get(RUN_ID, '-')}: lost ({reason})")
+        _lose(sweep, t, everyone, reason, serialised, say)
     t = tally(sweep)
     for lost in t.unretried:
         # The same run id, as W&B requeues a run: the trainer resumes from its checkpoint and
@@ -577,6 +717,24 @@ def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
         seen.add(of)
 
 
+def _lose(
+    sweep: Sweep,
+    t: FrozenTrial,
+    everyone: list[FrozenTrial],
+    reason: str,
+    serialised: bool,
+    say: Callable[[str], None],
+) -> None:
+    """Mark a dead agent's trial lost; without a claim lock, void it instead when its claimer
+    died before it could see that the order made the trial a duplicate."""
+    duplicate = None if serialised else _duplicate(sweep, t, everyone)
+    if duplicate is not None:
+        void(sweep, t._trial_id, duplicate)
+        say(f"trial {t.number}: void ({duplicate}; {reason})")
+    elif mark_lost(sweep, t._trial_id, reason):
+        say(f"trial {t.number} run {t.user_attrs.get(RUN_ID, '-')}: lost ({reason})")
+
+
 def claim(
     sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
 ) -> optuna.Trial | None:
@@ -590,28 +748,40 @@ def claim(
             return None
         trial = sweep.study.ask(fixed_distributions=sweep.space.distributions)
         trial.set_user_attr(OWNER, my_owner_tag())
-        sweep.study._storage.record_heartbeat(trial._trial_id)
-    frozen = sweep.study._storage.get_trial(trial._trial_id)
-    if is_original(frozen):
-        earlier = [o for o in tally(sweep).originals if o.number < trial.number]
-        if len(earlier) >= sweep.budget:  # only possible without the lock
-            void(sweep, trial._trial_id, "beyond the budget")
-            return None
-        if _repeats_an_earlier_config(sweep, frozen):  # only possible without the lock
-            void(sweep, trial._trial_id, "the configuration of an earlier trial")
+        beat(sweep.study._storage, trial._trial_id)
+    if store.lock_path is None:
+        # Agents that asked at the same moment: the storage's order says which one keeps it.
+        frozen = sweep.study._storage.get_trial(trial._trial_id)
+        duplicate = _duplicate(sweep, frozen, tally(sweep).trials)
+        if duplicate is not None:
+            void(sweep, trial._trial_id, duplicate)
             return None
     return trial
 
 
-def _repeats_an_earlier_config(sweep: Sweep, frozen: FrozenTrial) -> bool:
+def _duplicate(sweep: Sweep, frozen: FrozenTrial, everyone: list[FrozenTrial]) -> str | None:
+    """Why the order of the storage makes this trial a duplicate (only possible without the
+    claim lock), or None. Earlier trials are only ever voided or lost, never revived, so a
+    trial that was no duplicate when claimed stays none."""
+    earlier = [t for t in everyone if t.number < frozen.number and not is_void(t)]
+    of = frozen.user_attrs.get(RETRY_OF)
+    if of is not None:
+        twice = any(t.user_attrs.get(RETRY_OF) == of for t in earlier)
+        return f"second retry of trial {of}" if twice else None
+    if sum(1 for t in earlier if is_original(t)) >= sweep.budget:
+        return "beyond the budget"
+    if _repeats_an_earlier_config(sweep, frozen, earlier):
+        return "the configuration of an earlier trial"
+    return None
+
+
+def _repeats_an_earlier_config(
+    sweep: Sweep, frozen: FrozenTrial, earlier: list[FrozenTrial]
+) -> bool:
     """The trial repeats an earlier one's configuration while an untaken one remains."""
     points = sweep.space.points
     if points is None:
         return False
     key = space_mod.params_key(frozen.params)
-    configs = {
-        space_mod.params_key(space_mod.config_of(t))
-        for t in tally(sweep).trials
-        if t.number < frozen.number and holds_its_config(t)
-    }
+    configs = {space_mod.params_key(space_mod.config_of(t)) for t in earlier if holds_its_config(t)}
     return key in configs and len(configs) < len(points)

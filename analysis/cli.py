@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from analysis.diagnose import THRESHOLD_FIELDS, Thresholds
+from analysis.wandb_api import DEFAULT_TIMEOUT_S
 from contract.errors import ConfigError, UserError
 
 LOCAL_SWEEP_ID = re.compile(r"^[a-z0-9]{8}$")
@@ -42,7 +43,17 @@ def _parser() -> argparse.ArgumentParser:
         " (default $SWEEPER_STORAGE or sqlite:///outputs/sweeps.db, as the sweeper)",
     )
     r.add_argument(
-        "--tag", action="store_true", help="W&B source: write each verdict to its run as a tag"
+        "--tag",
+        action="store_true",
+        help="W&B source: write each verdict to its run as a tag and as the summary keys"
+        " verdict, verdict_reasons and verdict_remedy",
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="W&B source: seconds to wait for the server to answer a request"
+        f" (default {DEFAULT_TIMEOUT_S:g})",
     )
     r.add_argument(
         "--workers", type=int, default=0, help="runs read at once (default 2 x CPUs, at most 16)"
@@ -117,6 +128,8 @@ def main(argv: list[str] | None) -> int:
     for name in ("workers", "top", "running_window"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')}", getattr(args, name), "must be >= 0")
+    if not args.timeout > 0:
+        raise ConfigError("--timeout", args.timeout, "must be > 0")
     th = Thresholds(**{name: getattr(args, name) for name in THRESHOLD_FIELDS})
     kind, where, sweep = _resolve(args.source, args.sweep)
     if args.tag and kind != "api":
@@ -149,7 +162,9 @@ def main(argv: list[str] | None) -> int:
     else:
         from analysis import wandb_api
 
-        runs, handles = wandb_api.read_sweep(str(where), workers=args.workers or 8)
+        runs, handles, unreadable = wandb_api.read_sweep(
+            str(where), workers=args.workers or 8, timeout=args.timeout
+        )
         notes = []
         entity, project, sweep_id = wandb_api.split_path(str(where))
         label = report.SweepLabel(f"{sweep_id} in {entity}/{project}", sweep_id)
@@ -167,7 +182,7 @@ def main(argv: list[str] | None) -> int:
         unreadable=unreadable, notes=notes,
     )  # fmt: skip
     if args.tag:
-        wandb_api.tag_verdicts(handles, {j.row["run_id"]: j.row["verdict"] for j in judged})
+        wandb_api.tag_verdicts(handles, [j.row for j in judged])
     print(report.counts_line([j.row for j in judged], unreadable))
     print(
         f"report: {out / 'report.html'} (also report.md, verdicts.json, verdicts.csv, next_sweep.yaml)"

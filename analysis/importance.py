@@ -49,6 +49,13 @@ def importance(
             f"needs at least {MIN_RUNS} finished runs whose hyperparameters differ"
             f" ({len(done)} finished with a validation loss, {len(varying)} varying hyperparameters)"
         )
+    if len({r["best_val_recon_loss"] for r in done}) == 1:
+        return None, (
+            f"every one of the {len(done)} finished runs reached the same best {M.VAL_RECON}"
+            f" ({done[0]['best_val_recon_loss']:.6g}): no hyperparameter changed it, so fANOVA has"
+            " no variance to share out (a swept value without effect, or every run collapsed to"
+            " the same output)"
+        )
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
@@ -70,7 +77,15 @@ def importance(
             for r in done
         ]
     )
-    result = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    try:
+        result = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except RuntimeError as exc:  # "Encountered zero total variance in all trees."
+        if "variance" not in str(exc):
+            raise
+        return None, (
+            f"fANOVA found no variance to share out over {len(done)} finished runs ({exc}):"
+            f" their best {M.VAL_RECON} barely differs"
+        )
     return {k: float(v) for k, v in result.items() if math.isfinite(v)}, (
         f"fANOVA (Optuna, seed 0) over {len(done)} finished runs, target: best {M.VAL_RECON}"
     )

@@ -6,16 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from analysis import document as doc
-from analysis import plots
+from analysis import interactive, plots
 from analysis.diagnose import VERDICTS, Thresholds
 from analysis.importance import importance
 from analysis.judge import NOT_HYPERPARAMETERS, Judged, swept_params
@@ -34,6 +36,9 @@ CSV_FIELDS = [
     "reasons", "remedies", "slow_epochs", "config",
 ]  # fmt: skip
 TRIPLET_RUNS = 3
+# Epochs a triplet viewer steps through at most, evenly spaced from the first to the last: each
+# is an image embedded in the page.
+TRIPLET_FRAMES = 10
 # Verdicts of a run that ran its course and can be trusted as "the best run". Crashed, diverged,
 # pruned or too short runs never are, whatever their loss.
 HEALTHY = ("good", "overfitting", "underfitting")
@@ -113,16 +118,25 @@ def triplet_runs(judged: list[Judged]) -> list[Judged]:
     return sorted(finished, key=lambda j: not is_candidate(j.row))  # stable: by rank within
 
 
+def spaced(items: list[int], n: int) -> list[int]:
+    """At most ``n`` of ``items``, evenly spaced, the first and the last always in."""
+    if len(items) <= n:
+        return list(items)
+    if n == 1:
+        return [items[-1]]
+    return sorted({items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)})
+
+
 def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> list[dict[str, Any]]:
-    """First, middle and last epoch's first validation triplet of the best finished runs."""
+    """The first validation triplet of the best finished runs, at up to ``TRIPLET_FRAMES``
+    logged epochs (evenly spaced); ``stills`` are the first, middle and last of those."""
     shown = []
     for j in triplet_runs(judged):
         if len(shown) == TRIPLET_RUNS:
             break
-        epochs = sorted(j.run.val_triplets)
-        if not epochs:
+        picks = spaced(sorted(j.run.val_triplets), TRIPLET_FRAMES)
+        if not picks:
             continue
-        picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
         images = []
         for epoch in picks:
             dest = out / "triplets" / f"{j.run.run_id}_epoch{epoch:03d}.png"
@@ -131,6 +145,7 @@ def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> l
             if got:
                 images.append({"epoch": epoch, "path": got.relative_to(out).as_posix()})
         if images:
+            stills = sorted({0, len(images) // 2, len(images) - 1})
             shown.append(
                 {
                     "run_id": j.run.run_id,
@@ -138,6 +153,7 @@ def triplet_evolution(judged: list[Judged], out: Path, fetch: MediaFetcher) -> l
                     "rank": j.row["rank"],
                     "verdict": j.row["verdict"],
                     "images": images,
+                    "stills": [images[i] for i in stills],
                 }
             )
     return shown
@@ -177,9 +193,25 @@ def write_report(
     return out
 
 
+T = TypeVar("T")
+
+
+class Failures(list):
+    """What could not be built, in words; the rest of the report is written all the same."""
+
+    def run(self, what: str, build: Callable[[], T], fallback: T) -> T:
+        try:
+            return build()
+        except Exception as exc:  # a bug: its traceback goes to stderr, the report still out
+            traceback.print_exc(file=sys.stderr)
+            self.append(f"{what} could not be built ({type(exc).__name__}: {exc})")
+            return fallback
+
+
 def _write(judged, out, label, th, top, fetch, engine, unreadable, notes) -> None:
     rows = [j.row for j in judged]
     params = swept_params(rows)
+    failed = Failures()
 
     (out / "verdicts.json").write_text(json.dumps(rows, indent=1, default=str))
     with open(out / "verdicts.csv", "w", newline="") as f:
@@ -189,36 +221,66 @@ def _write(judged, out, label, th, top, fetch, engine, unreadable, notes) -> Non
             listed = ("reasons", "remedies", "slow_epochs", "config")
             w.writerow({**r, **{k: json.dumps(r[k]) for k in listed}})
 
-    imps, imp_note = importance(rows, params)
+    imps, imp_note = failed.run("importance", lambda: importance(rows, params), (None, ""))
+    imp_note = imp_note or "not computed: " + failed[-1]
     plot_dir = out / "plots"
-    figures = [
-        ("Training vs validation loss", plots.loss_curves(judged, plot_dir, top)),
-        ("Ranking", plots.ranking(judged, plot_dir, top)),
-        ("Swept values against the best validation loss (parallel coordinates)",
-         plots.parallel_coordinates(judged, params, plot_dir)),
-        ("Best validation loss against each swept hyperparameter",
-         plots.params_vs_loss(judged, params, plot_dir)),
-        ("Time per epoch", plots.time_per_epoch(judged, plot_dir)),
-        ("fANOVA importance of each swept hyperparameter",
-         plots.importance_bars(imps, plot_dir) if imps else None),
-    ]  # fmt: skip
-    figures = [(t, p.relative_to(out).as_posix()) for t, p in figures if p]
-    triplets = triplet_evolution(judged, out, fetch)
 
-    sweep_cfg, sweep_notes = next_sweep(rows, params, f"next-{label.slug}")
-    sweep_notes += _check_sweep(sweep_cfg)
-    (out / "next_sweep.yaml").write_text(
-        "# Next sweep, from the analysis of " + label.heading + ":\n"
-        + "".join(f"# - {n}\n" for n in sweep_notes)
-        + yaml.safe_dump(sweep_cfg, sort_keys=False)
-    )  # fmt: skip
+    def png(what: str, draw: Callable[[], Path | None]) -> str | None:
+        path = failed.run(f"the {what} figure", draw, None)
+        return path.relative_to(out).as_posix() if path else None
+
+    def chart(what: str, build: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        return failed.run(f"the interactive {what} chart", build, None)
+
+    ia = interactive
+    charts = [
+        doc.Chart("Validation loss of every run", "val_all",
+                  png("loss curves", lambda: plots.loss_curves(judged, plot_dir, top)),
+                  chart("validation loss", lambda: ia.val_all(judged))),
+        doc.Chart("Training vs validation loss per run", "per_run", None,
+                  chart("per-run loss", lambda: ia.per_run(judged, top))),
+        doc.Chart("Ranking", "ranking", png("ranking", lambda: plots.ranking(judged, plot_dir, top)),
+                  None),
+        doc.Chart("Swept values against the best validation loss (parallel coordinates)",
+                  "parallel",
+                  png("parallel coordinates",
+                      lambda: plots.parallel_coordinates(judged, params, plot_dir)),
+                  chart("parallel coordinates", lambda: ia.parallel(judged, params))),
+        doc.Chart("Best validation loss against each swept hyperparameter", "params",
+                  png("swept values", lambda: plots.params_vs_loss(judged, params, plot_dir)),
+                  chart("swept values", lambda: ia.params_vs_loss(judged, params))),
+        doc.Chart("Time per epoch", "time",
+                  png("time per epoch", lambda: plots.time_per_epoch(judged, plot_dir)),
+                  chart("time per epoch", lambda: ia.time_per_epoch(judged))),
+        doc.Chart("fANOVA importance of each swept hyperparameter", "importance",
+                  png("importance", lambda: plots.importance_bars(imps, plot_dir)) if imps else None,
+                  chart("importance", lambda: ia.importance_bars(imps)) if imps else None),
+    ]  # fmt: skip
+    charts = [c for c in charts if c.path or c.spec]
+    triplets = failed.run("the triplets", lambda: triplet_evolution(judged, out, fetch), [])
+
+    def proposal() -> tuple[dict[str, Any], list[str]]:
+        cfg, sweep_notes = next_sweep(rows, params, f"next-{label.slug}")
+        return cfg, sweep_notes + _check_sweep(cfg)
+
+    sweep_cfg, sweep_notes = failed.run("next_sweep.yaml", proposal, (None, []))
+    if sweep_cfg is not None:
+        (out / "next_sweep.yaml").write_text(
+            "# Next sweep, from the analysis of " + label.heading + ":\n"
+            + "".join(f"# - {n}\n" for n in sweep_notes)
+            + yaml.safe_dump(sweep_cfg, sort_keys=False)
+        )  # fmt: skip
+    else:
+        sweep_notes = ["not written: " + failed[-1]]
 
     title = f"Sweep report: {label.heading}"
     sections = build_sections(
-        rows, params, imps, imp_note, th, sweep_notes, figures, triplets, engine, unreadable, notes
-    )
+        rows, params, imps, imp_note, th, sweep_notes, charts, triplets, engine, unreadable,
+        [*notes, *(f"not in this report: {f}" for f in failed)],
+    )  # fmt: skip
     (out / "report.md").write_text(doc.to_markdown(title, sections))
-    (out / "report.html").write_text(doc.to_html(title, sections, out))
+    js = interactive.plotly_js() if any(c.spec for c in charts) else ""
+    (out / "report.html").write_text(doc.to_html(title, sections, out, js))
 
 
 def _check_sweep(cfg: dict[str, Any]) -> list[str]:
@@ -330,8 +392,15 @@ def build_sections(
         ranking.append(cells)
     sections = [
         doc.Section("Summary", [doc.Items(summary)]),
-        doc.Section("Ranking", [doc.Table(head, ranking)]),
-        doc.Section("Figures", [doc.Figure(t, p) for t, p in figures]),
+        doc.Section(
+            "Ranking",
+            [doc.Table(head, ranking, sortable=True, row_ids=[r["run_id"] for r in rows])],
+        ),
+        doc.Section(
+            "Figures",
+            list(figures)
+            or [doc.Text("No figure: no run logged a validation loss or a time per epoch.")],
+        ),
         doc.Section(
             "Hyperparameter importance",
             [doc.Text(imp_note)] + ([doc.Items([f"{k}: {v:.3f}" for k, v in imps.items()])] if imps else []),
@@ -344,7 +413,7 @@ def build_sections(
             doc.Section(
                 "Unreadable runs",
                 [
-                    doc.Text("These run files could not be read; every other run is reported."),
+                    doc.Text("These runs could not be read; every other run is reported."),
                     doc.Table(["run file", "reason"], [[u.source, u.reason] for u in unreadable]),
                 ],
             )
@@ -364,12 +433,14 @@ def build_sections(
             doc.Section(f"#{r['rank']} {_who(r)}", [doc.Items(items)], 3, verdict=r["verdict"])
         )
     trip = doc.Section(
-        "Triplets evolution (best finished runs, healthy ones first; first, middle and last epoch)"
+        "Triplets evolution (best finished runs, healthy ones first; the page steps through up to"
+        f" {TRIPLET_FRAMES} epochs, the Markdown shows the first, middle and last)"
     )
     trip.blocks = [
-        doc.Gallery(
+        doc.Viewer(
             f"#{t['rank']} {t['name']}: {t['verdict']}",
             [(f"epoch {i['epoch']}", i["path"]) for i in t["images"]],
+            [(f"epoch {i['epoch']}", i["path"]) for i in t["stills"]],
         )
         for t in triplets
     ] or [doc.Text("No triplet images were logged by the finished runs.")]

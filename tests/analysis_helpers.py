@@ -110,3 +110,36 @@ def log_run(spec: dict) -> None:
 if __name__ == "__main__":
     for one in json.loads(sys.argv[1]):
         log_run(one)
+
+
+def record(
+    name: str,
+    shape: str = "good",
+    epochs: int = 12,
+    steps: int = 4,
+    config: dict | None = None,
+    state: str = "finished",
+    seed: int = 0,
+    eval_train: bool = False,
+    triplets: dict[int, str] | None = None,
+):
+    """A run record as the readers build it, with the same curves ``log_run`` logs (no wandb):
+    for the report's own tests, which need many shapes of sweep quickly."""
+    from analysis.records import END_STEP, RunRecord
+
+    train, val = epoch_losses(shape, epochs, seed)
+    rec = RunRecord(run_id=f"id-{name}"[:40], name=name, sweep_id="swp00001", state=state,
+                    exit_code=0 if state == "finished" else 1, config=dict(config or {}),
+                    summary={M.SUMMARY_STATUS: "finished"})  # fmt: skip
+    for e in range(1, epochs + 1):
+        for i in range(steps):
+            rec.train.append(
+                {M.TRAIN_STEP: float((e - 1) * steps + i + 1), M.TRAIN_RECON: train[e - 1]}
+            )
+        row = {M.EPOCH: float(e), M.VAL_RECON: val[e - 1], M.TIME_PER_EPOCH: 1.0 + 0.01 * e,
+               END_STEP: float(e * steps)}  # fmt: skip
+        if eval_train:
+            row[M.TRAIN_EVAL_RECON] = 0.97 * val[e - 1]
+        rec.val.append(row)
+    rec.val_triplets = {e: [p] for e, p in (triplets or {}).items()}
+    return rec

@@ -3,9 +3,12 @@
 The W&B API tests run against a STAND-IN of wandb's public API objects, not the real service
 (no network here): ``FakeApi.runs(path, filters, per_page, lazy)`` pages like ``wandb.Api.runs``
 and ``FakeRun`` has the attributes and methods the adapter uses on ``wandb.apis.public.Run``
-(``id``, ``name``, ``config``, ``summary_metrics``, ``state``, ``tags``, ``scan_history(keys)``
-returning only rows that hold every requested key plus ``_step``, ``update()``,
-``file(name).download(root, replace)`` returning the opened file). Rate limits are raised the
+(``id``, ``name``, ``config``, ``summary_metrics``, ``summary`` (setting a key stages it,
+``update()`` writes it with the tags), ``history_keys``, ``state``, ``tags``,
+``scan_history(keys)`` returning only rows that hold every requested key plus ``_step``,
+``update()``, ``file(name).download(root, replace)`` returning the opened file). The same paths
+also run end to end with the real wandb client against the W&B backend stand-in
+(``../shared/wbstub``), in tests/test_analysis_wbstub.py. Rate limits are raised the
 way wandb raises them: ``wandb.errors.CommError`` wrapping a ``requests.HTTPError`` whose
 response has status 429.
 """
@@ -152,7 +155,9 @@ class FakeRun:
         self.id, self.name, self.entity, self.project = run_id, f"name-{run_id}", "ent", "proj"
         self.config = {"_wandb": {"x": 1}, **config}
         self.state, self.tags = state, ["keep-me", "crashed"]
-        self.summary_metrics = {M.SUMMARY_STATUS: "finished"}
+        self.summary_metrics = {M.SUMMARY_STATUS: "finished", "verdict": "crashed"}
+        self.summary = dict(self.summary_metrics)
+        self.updated_summary: list[dict] = []
         self.fail = fail  # how many calls answer 429 before the call goes through
         self.calls = 0
         self.updated_tags: list[list[str]] = []
@@ -167,6 +172,7 @@ class FakeRun:
             image = {"_type": "image-file", "path": f"media/images/val/triplet_step000_{e}.png"}
             self.rows.append({"_step": len(self.rows), M.EPOCH: e, M.VAL_RECON: val[e - 1],
                               M.TIME_PER_EPOCH: 1.0, M.val_triplet_key(0): image})  # fmt: skip
+        self.history_keys = {"keys": {k: {} for r in self.rows for k in r}, "lastStep": step}
 
     def _maybe_fail(self):
         self.calls += 1
@@ -183,6 +189,7 @@ class FakeRun:
     def update(self):
         self._maybe_fail()
         self.updated_tags.append(list(self.tags))
+        self.updated_summary.append(dict(self.summary))
 
     def file(self, name: str) -> FakeFile:
         from PIL import Image
@@ -237,7 +244,8 @@ def test_paging_one_query_for_the_whole_sweep():
         {M.SUMMARY_INIT_VAL_RECON: 0.4, M.SUMMARY_TRIVIAL_VAL_RECON: 0.3}
     )
     api = FakeApi(runs)
-    records, handles = wandb_api.read_sweep("ent/proj/sw1", workers=4, api=api, base_s=0.001)
+    records, handles, bad = wandb_api.read_sweep("ent/proj/sw1", workers=4, api=api, base_s=0.001)
+    assert bad == []
     assert api.queries == [("ent/proj", {"sweep": "sw1"}, 200, False)]
     assert api.pages == 3 and len(records) == 450 and len(handles) == 450
     rec = records[0]
@@ -262,7 +270,7 @@ def test_rate_limits_are_retried_with_backoff():
 
     assert wandb_api.with_retries(flaky, sleep=sleeps.append) == "ok"
     assert len(sleeps) == 3 and sleeps[2] > sleeps[0]  # exponential backoff
-    records, _ = wandb_api.read_sweep("ent/proj/sw1", api=api, base_s=0.001)
+    records, _, _ = wandb_api.read_sweep("ent/proj/sw1", api=api, base_s=0.001)
     assert len(records) == 5 and api.fail_listing == 0
     good2 = next(r for r in records if r.run_id == "good2")
     assert good2.epochs == EPOCHS and runs[1].calls == 4  # 2 refused + train scan + val scan
@@ -294,9 +302,20 @@ def test_report_from_the_api_with_tags(tmp_path, monkeypatch):
     verdicts = {k: r["verdict"] for k, r in rows.items()}
     assert verdicts == {"good1": "good", "good2": "good", "over1": "overfitting",
                         "under1": "underfitting", "dead1": "crashed"}  # fmt: skip
-    # The verdict replaces any older verdict tag and keeps the others.
+    # The verdict replaces any older verdict tag and keeps the others; the summary keys are
+    # replaced, the run's other summary keys kept as they were, in the same single update.
     for run in runs:
-        assert run.updated_tags[-1] == ["keep-me", verdicts[run.id]]
+        assert run.updated_tags == [["keep-me", verdicts[run.id]]]
+        row = rows[run.id]
+        (summary,) = run.updated_summary
+        reasons = summary.pop("verdict_reasons")
+        assert summary == {M.SUMMARY_STATUS: "finished", "verdict": verdicts[run.id],
+                           "verdict_remedy": "; ".join(row["remedies"])}  # fmt: skip
+        # Short text: the reasons in order, cut at 500 characters.
+        joined = "; ".join(row["reasons"])
+        assert len(reasons) <= 500 and reasons.rstrip(".") == joined[: len(reasons.rstrip("."))]
+        assert reasons == joined or reasons.endswith("...")
+    assert rows["over1"]["remedies"] and len(rows["over1"]["reasons"]) > 1
     # Triplet evolution downloaded through Run.file(...).download(...).
     assert (out / "triplets" / "good1_epoch001.png").is_file()
     assert (out / "triplets" / "good1_epoch012.png").is_file()

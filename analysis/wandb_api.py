@@ -184,7 +184,7 @@ def connect(timeout: float = DEFAULT_TIMEOUT_S) -> Any:
                 " or wait longer with --timeout"
             ) from None
         raise UserError(
-            f"the W&B server at {url} refused the API key ({message}): run `wandb login`,"
+            f"W&B did not accept the API key for {url} ({message}): run `wandb login`,"
             " or set WANDB_API_KEY to a valid key for this server"
         ) from None
 

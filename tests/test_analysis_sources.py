@@ -8,7 +8,7 @@ and ``FakeRun`` has the attributes and methods the adapter uses on ``wandb.apis.
 ``scan_history(keys)`` returning only rows that hold every requested key plus ``_step``,
 ``update()``, ``file(name).download(root, replace)`` returning the opened file). The same paths
 also run end to end with the real wandb client against the W&B backend stand-in
-(``../shared/wbstub``), in tests/test_analysis_wbstub.py. Rate limits are raised the
+``../shared/wbstub`` (a local server answering what wandb 0.31 sends), at the end of this file. Rate limits are raised the
 way wandb raises them: ``wandb.errors.CommError`` wrapping a ``requests.HTTPError`` whose
 response has status 429.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 import requests
 import wandb
 from analysis_helpers import epoch_losses
+from conftest import PYTHON, REPO
 from wandb.errors import CommError
 
 from analysis import cli, wandb_api
@@ -350,3 +352,125 @@ def test_per_step_rows_read_without_json_match_json(tmp_path):
         {M.TRAIN_RECON: float("inf"), M.TRAIN_STEP: 3.0},
     ]
     assert rec.summary[M.TRAIN_STEP] == 3 and rec.summary["other/x"] == 1
+
+
+# --- the real wandb client against the W&B backend stand-in (../shared/wbstub) ---------------
+
+WBSTUB = REPO.parent / "shared" / "wbstub"
+needs_wbstub = pytest.mark.skipif(
+    not (WBSTUB / "wbstub.py").is_file(),
+    reason="the W&B backend stand-in ../shared/wbstub is not beside this clone",
+)
+
+
+def _history(shape: str, bad: bool = False) -> list[dict]:
+    """Rows as the trainer logs them: per step, then one per epoch (NaN: unparseable JSON)."""
+    train, val = epoch_losses(shape, EPOCHS)
+    rows, step = [], 0
+    for e in range(1, EPOCHS + 1):
+        for _ in range(4):
+            step += 1
+            rows.append({M.TRAIN_STEP: step, M.TRAIN_RECON: train[e - 1]})
+        rows.append({M.EPOCH: e, M.VAL_RECON: float("nan") if bad else val[e - 1],
+                     M.TIME_PER_EPOCH: 1.0, M.TRAIN_EVAL_RECON: train[e - 1]})  # fmt: skip
+    return rows
+
+
+@pytest.fixture
+def wbstub(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(WBSTUB))
+    try:
+        from wbstub import WandbStub
+    finally:
+        sys.path.remove(str(WBSTUB))
+    stub = WandbStub().start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    home = tmp_path / "home"
+    home.mkdir()
+    # The client's own files and any login (~/.netrc) come from this test only.
+    env.update(stub.env(WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
+                        WANDB_DATA_DIR=str(home / "data")), HOME=str(home), TMPDIR=str(tmp_path),
+               PYTHONPATH=str(REPO))  # fmt: skip
+    yield stub, env
+    stub.stop()
+
+
+def api_report(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = subprocess.run([PYTHON, "-m", "analysis", "report", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return proc, time.monotonic() - start
+
+
+@needs_wbstub
+def test_wbstub_report_tags_summary_and_lists_an_unreadable_run(wbstub, tmp_path):
+    stub, env = wbstub
+    base = {"kl_weight": 1e-6, "channels": [8, 8], "norm_num_groups": 4}
+    old = {"verdict": "crashed", "verdict_reasons": "old", "verdict_remedy": "old remedy",
+           M.SUMMARY_STATUS: "finished", M.SUMMARY_INIT_VAL_RECON: 0.7}  # fmt: skip
+    for name, shape, lr in (("good1", "good", 1e-3), ("good2", "good", 3e-4),
+                            ("over1", "overfitting", 2e-3)):  # fmt: skip
+        stub.seed_run("proj", name, sweep="sw1", config={**base, "lr": lr},
+                      history=_history(shape), summary=old, tags=["keep-me", "crashed"])  # fmt: skip
+    # Its history holds a NaN, which wandb-core cannot parse: the history request fails.
+    stub.seed_run("proj", "broken", sweep="sw1", config={**base, "lr": 1e-4},
+                  history=_history("good", bad=True), summary=old)  # fmt: skip
+    out = tmp_path / "rep"
+    proc, _ = api_report(env, "stub-entity/proj/sw1", "--out", str(out), "--tag")
+    assert proc.returncode == 0, proc.stderr
+    assert "unreadable: stub-entity/proj/broken: history not readable: " in proc.stdout
+    assert "3 runs: " in proc.stdout and "; 1 unreadable" in proc.stdout
+    rows = {r["run_id"]: r for r in json.loads((out / "verdicts.json").read_text())}
+    assert sorted(rows) == ["good1", "good2", "over1"]
+    assert rows["over1"]["verdict"] == "overfitting" and rows["good1"]["verdict"] == "good"
+    md = (out / "report.md").read_text()
+    assert "## Unreadable runs" in md and "stub-entity/proj/broken" in md
+    # The train loss measured the validation way was read too: the per-run chart draws it.
+    assert "train, measured as val" in (out / "report.html").read_text()
+    for name, row in rows.items():
+        run = stub.backend.runs[("stub-entity", "proj", name)]
+        summary = run["summaryMetrics"]
+        assert summary["verdict"] == row["verdict"]
+        assert summary["verdict_reasons"].startswith(row["reasons"][0][:100])
+        assert summary["verdict_remedy"] == "; ".join(row["remedies"])
+        # The guide's metrics and the trainer's keys are as they were.
+        assert summary[M.SUMMARY_INIT_VAL_RECON] == 0.7 and summary[M.SUMMARY_STATUS] == "finished"
+        assert run["tags"] == ["keep-me", row["verdict"]]
+    # The unreadable run was not judged, so nothing was written to it.
+    assert stub.backend.runs[("stub-entity", "proj", "broken")]["summaryMetrics"]["verdict"] == (
+        "crashed"
+    )
+    assert stub.backend.unknown == []
+
+
+@needs_wbstub
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"WANDB_API_KEY": None}, ["no W&B API key", "`wandb login`", "WANDB_API_KEY"]),
+        ({"WANDB_API_KEY": "not-a-key"}, ["did not accept the API key", "`wandb login`",
+                                          "WANDB_API_KEY"]),
+        ({"stop": True}, ["did not answer within 3 s", "WANDB_BASE_URL", "--timeout"]),
+    ],
+    ids=["no-key", "wrong-key", "stopped-server"],
+)  # fmt: skip
+def test_wbstub_bad_login_or_server_is_one_line_and_exit_2(wbstub, tmp_path, change, words):
+    stub, env = wbstub
+    stub.seed_run("proj", "r1", sweep="sw1", config={"lr": 1e-3}, history=_history("good"))
+    if change.pop("stop", False):
+        stub.stop()
+    for key, value in change.items():
+        env.pop(key) if value is None else env.update({key: value})
+    proc, took = api_report(env, "stub-entity/proj/sw1", "--out", str(tmp_path / "r"),
+                            "--timeout", "3")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("analysis: error: "), proc.stderr
+    for w in words:
+        assert w in lines[0]
+    if "WANDB_BASE_URL" in words:
+        assert stub.base_url in lines[0]
+        assert took < 3 + 45  # the timeout, plus start-up on a loaded machine
+    assert not (tmp_path / "r").exists()

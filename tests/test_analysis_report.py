@@ -20,6 +20,7 @@ import pytest
 import yaml
 from conftest import PYTHON, REPO, offline_env
 
+from analysis import interactive
 from contract import metrics as M
 
 HELPER = str(Path(__file__).with_name("analysis_helpers.py"))
@@ -223,8 +224,16 @@ def test_report_files(reported):
     csv_lines = (out / "verdicts.csv").read_text().splitlines()
     assert len(csv_lines) == len(rows) + 1 and csv_lines[0].startswith("rank,run_id")
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5
-    assert "http://" not in html and "https://" not in html
+    # plotly.js is embedded once, and the page asks for nothing outside itself.
+    js = interactive.plotly_js()
+    assert html.count(js) == 1
+    ours = html.replace(js, "")
+    assert (
+        "http://" not in ours
+        and "https://" not in ours
+        and "src=" not in ours.replace('src="data:image/png;base64,', "")
+    )
+    assert ours.count("data:image/png;base64,") == 10  # the triplet viewer's frames
     md = (out / "report.md").read_text()
     assert md.startswith(f"# Sweep report: {SWEEP}\n")
     # The best run is finished and healthy, even where a crashed run reached a lower loss.
@@ -242,12 +251,14 @@ def test_report_files(reported):
         "remedy: raise kl_weight",
     ):
         assert heading in md
-    # Triplet evolution: only good-a logged images; its first, middle and last epoch are shown.
+    # Triplet evolution: only good-a logged images: 10 of its 12 epochs, evenly spaced, in the
+    # page; its first, middle and last of those in the Markdown.
     good_a = next(r for r in rows if r["name"] == "good-a")
     assert sorted(p.name for p in (out / "triplets").iterdir()) == [
-        f"{good_a['run_id']}_epoch{e:03d}.png" for e in (1, 7, 12)
+        f"{good_a['run_id']}_epoch{e:03d}.png" for e in (1, 2, 3, 5, 6, 7, 8, 10, 11, 12)
     ]
-    assert f"triplets/{good_a['run_id']}_epoch007.png" in md
+    stills = re.findall(r"triplets/\S+_epoch(\d+)\.png", md)
+    assert stills == ["001", "007", "012"]
 
 
 def test_next_sweep_is_valid_for_wandb_and_the_sweeper(reported):
@@ -355,54 +366,187 @@ def test_out_that_cannot_be_a_folder_is_one_line_and_exit_2(runs_dir, tmp_path, 
     assert (tmp_path / "taken").read_text() == "keep me"
 
 
-# Loaded before the report's own markup: records load errors, then every image's decoded size.
+# Loaded before the report's own scripts: records every error, console error, blocked request
+# and alert; once every chart is drawn, what each chart holds, then brushes the parallel
+# coordinates (window.probeBrush, in the axis's own units), sorts the ranking by best val and
+# moves the first triplet viewer's slider, and reports what the page then shows.
 PROBE = """<script>
-window.probeErrors = [];
-addEventListener("error", e => probeErrors.push(e.message || "failed to load " + (e.target.alt || e.target.tagName)), true);
-addEventListener("load", () => {
-  const pre = document.createElement("pre");
-  pre.id = "probe";
-  pre.textContent = JSON.stringify({errors: probeErrors, images: [...document.images].map(
-    i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))});
-  document.body.appendChild(pre);
-});
+(function () {
+  const errors = [], alerts = [];
+  window.probeErrors = errors;
+  addEventListener("error", e => errors.push("error: " + (e.message || "failed to load " + (e.target && (e.target.alt || e.target.tagName)))), true);
+  addEventListener("unhandledrejection", e => errors.push("rejection: " + e.reason));
+  document.addEventListener("securitypolicyviolation", e => errors.push("csp: " + e.violatedDirective + " " + e.blockedURI));
+  const consoleError = console.error;
+  console.error = function (...a) { errors.push("console: " + a.join(" ")); consoleError.apply(console, a); };
+  for (const f of ["alert", "confirm", "prompt"]) window[f] = m => { alerts.push(f + ": " + m); };
+  function finish(result) {
+    const pre = document.createElement("pre");
+    pre.id = "probe";
+    pre.textContent = JSON.stringify(result);
+    document.body.appendChild(pre);
+  }
+  function drawn() {
+    const charts = [...document.querySelectorAll("div.chart")];
+    return new Promise(resolve => {
+      const poll = () => charts.every(c => c.dataset.drawn) ? resolve(charts) : setTimeout(poll, 50);
+      poll();
+    });
+  }
+  addEventListener("load", async () => {
+    const result = {errors, alerts};
+    try {
+      const charts = await drawn();
+      result.charts = charts.map(gd => ({
+        key: gd.dataset.kind,
+        rendered: !!gd.querySelector(".main-svg") && !!gd._fullLayout,
+        traces: gd.data.map(t => ({
+          type: t.type, name: t.name, meta: t.meta || null,
+          runs: t.customdata ? [...new Set(t.customdata.filter(x => x))] : null,
+          lines: t.type === "parcoords" ? t.dimensions[0].values.length : null,
+        })),
+      }));
+      const brush = window.probeBrush;
+      const par = document.getElementById("chart-parallel");
+      if (brush && par) {
+        const dims = par.data[0].dimensions;
+        const dim = dims.findIndex(d => d.label.startsWith(brush.axis));
+        const log = dims[dim].label.endsWith("(log)");
+        const range = brush.range.map(v => log ? Math.log10(v) : v);
+        await Plotly.restyle(par, {["dimensions[" + dim + "].constraintrange"]: [range]});
+        brush.dim = dim;
+        result.brushed = JSON.parse(document.getElementById("chart-parallel-brushed").dataset.runs);
+        result.brushedText = document.getElementById("chart-parallel-brushed").textContent;
+        result.constraint = par._fullData[0].dimensions[brush.dim].constraintrange;
+        result.rankingShown = [...document.querySelectorAll("table[data-runs] tr[data-run]")].filter(r => !r.hidden).map(r => r.dataset.run);
+      }
+      const th = [...document.querySelectorAll("table.sortable th")].find(h => h.textContent === "best val");
+      if (th) {
+        th.click(); th.click();
+        const col = [...th.parentNode.children].indexOf(th);
+        result.sortedDesc = [...th.closest("table").tBodies[0].rows].map(r => r.cells[col].textContent);
+      }
+      const viewer = document.querySelector("div.viewer");
+      if (viewer) {
+        const input = viewer.querySelector("input");
+        input.value = 0; input.dispatchEvent(new Event("input"));
+        result.viewer = {frames: viewer.querySelectorAll("figure").length, shown: viewer.querySelector("output").textContent,
+                         visible: [...viewer.querySelectorAll("figure")].filter(f => !f.hidden).length};
+      }
+    } catch (e) { errors.push("probe: " + e + " " + e.stack); }
+    result.images = [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}));
+    result.scripts = document.scripts.length;
+    result.links = [...document.querySelectorAll("[href]")].map(a => a.getAttribute("href"));
+    result.handlers = [...document.querySelectorAll("*")].flatMap(el => [...el.attributes].filter(a => a.name.startsWith("on")).map(a => el.tagName + " " + a.name));
+    result.tags = [...new Set([...document.querySelectorAll("body *")].map(el => el.tagName.toLowerCase()))].sort();
+    result.resources = performance.getEntriesByType("resource").map(e => e.name);
+    finish(result);
+  });
+})();
 </script>"""
+NO_NETWORK = ["--proxy-server=socks5://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="chromium not installed (Debian package `chromium`; .ci/run installs it)",
+)
 
 
-def chromium_probe(page: str, tmp: Path) -> dict:
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium, network disabled; virtual time lets every timer and promise run."""
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000",
+         *NO_NETWORK, *args],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def chromium_probe(page: str, tmp: Path, brush: dict | None = None) -> dict:
     """What a real headless Chromium saw when it loaded ``page`` (HTML text)."""
     path = tmp / "probed.html"
-    path.write_text(page.replace("<head>", "<head>" + PROBE, 1))
-    proc = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    setup = f"<script>window.probeBrush = {json.dumps(brush)};</script>"
+    path.write_text(page.replace("<title>", setup + PROBE + "<title>", 1))
+    proc = chromium("--dump-dom", path.as_uri())
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
     assert found, "the probe never ran: " + proc.stdout[-500:]
     return json.loads(unescape(found.group(1)))
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="chromium not installed (Debian package `chromium`; .ci/run installs it)",
-)
-def test_html_report_shows_every_plot_in_a_real_chromium(reported, tmp_path):
-    out, _, _ = reported
-    page = (out / "report.html").read_text()
-    seen = chromium_probe(page, tmp_path)
-    assert seen["errors"] == []
-    expected = len(list((out / "plots").glob("*.png"))) + len(
-        list((out / "triplets").glob("*.png"))
+def screenshot_is_not_blank(page: Path, tmp: Path) -> None:
+    """A screenshot as a person would see the page: charts painted in the verdicts' colours."""
+    from PIL import Image
+
+    shot = tmp / "shot.png"
+    proc = chromium("--screenshot=" + str(shot), "--window-size=1280,2600", page.resolve().as_uri())
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    pixels = list(image.getdata())
+    assert len(set(pixels)) > 200  # text, lines and fills, not a blank or single-colour page
+    ink = sum(1 for p in pixels if sum(p) < 600) / len(pixels)
+    assert ink > 0.01, ink
+    good = (0x2C, 0xA0, 0x2C)  # the colour of "good" in every chart
+    assert (
+        sum(1 for p in pixels if all(abs(a - b) < 30 for a, b in zip(p, good, strict=True))) > 100
     )
-    assert expected >= 9 and len(seen["images"]) == expected
+
+
+def _drawn(seen: dict) -> dict[str, list[dict]]:
+    assert seen["errors"] == [] and seen["alerts"] == [], seen["errors"] + seen["alerts"]
+    assert seen["resources"] == []  # nothing fetched: no request left the page
+    charts = {c["key"]: c["traces"] for c in seen["charts"]}
+    assert all(c["rendered"] for c in seen["charts"]), seen["charts"]
+    return charts
+
+
+@needs_chromium
+def test_html_report_is_interactive_in_a_real_chromium(reported, tmp_path):
+    out, rows, _ = reported
+    with_epochs = [r for r in rows if r["epochs"] > 0]
+    scored = [r for r in rows if r["best_val_recon_loss"] is not None]
+    losses = sorted(r["best_val_recon_loss"] for r in scored)
+    # Brush the best-val axis from the lowest loss to halfway between the 4th and 5th.
+    lo, hi = losses[0] * 0.999, (losses[3] + losses[4]) / 2
+    seen = chromium_probe(
+        (out / "report.html").read_text(),
+        tmp_path,
+        {"axis": "best val/recon_loss", "range": [lo, hi]},
+    )
+    charts = _drawn(seen)
+    assert set(charts) == {"val_all", "per_run", "parallel", "params", "time", "importance"}
+    verdict_of = {r["run_id"]: r["verdict"] for r in rows}
+    # Every run's validation curve, one trace per verdict (the legend hides or isolates one).
+    assert sorted(r for t in charts["val_all"] for r in t["runs"]) == sorted(
+        r["run_id"] for r in with_epochs
+    )
+    assert len(charts["val_all"]) == len({r["verdict"] for r in with_epochs})
+    for trace in charts["val_all"] + charts["params"] + charts["time"][:-1]:
+        assert {verdict_of[r] for r in trace["runs"]} == {trace["name"].split(" (")[0]}, trace
+    # Train and validation of the 12 best runs (--top), one legend entry per run.
+    per_run = [t["meta"] for t in charts["per_run"]]
+    assert list(dict.fromkeys(per_run)) == [r["run_id"] for r in with_epochs][:12]
+    assert all(per_run.count(r) == 2 for r in per_run)  # train and val: none logged eval loss
+    (par,) = charts["parallel"]
+    assert par["type"] == "parcoords" and par["lines"] == len(scored)
+    assert sorted({r for t in charts["params"] for r in t["runs"]}) == sorted(
+        r["run_id"] for r in scored
+    )
+    assert {r for t in charts["time"] for r in t["runs"]} == {r["run_id"] for r in with_epochs}
+    assert len(charts["importance"]) == 1
+    # The brush keeps exactly the runs inside it, in the list and in the ranking.
+    inside = [r["run_id"] for r in scored if lo <= r["best_val_recon_loss"] <= hi]
+    assert len(inside) == 4 and sorted(seen["brushed"]) == sorted(inside)
+    assert seen["rankingShown"] == inside  # rank order
+    assert seen["brushedText"].startswith(f"4 of {len(scored)} runs in the brushed ranges")
+    # The ranking sorts by a column (twice clicked: descending), empty cells last.
+    values = [float(v) for v in seen["sortedDesc"] if v]
+    assert values == sorted(values, reverse=True) and len(values) == len(scored)
+    assert all(not v for v in seen["sortedDesc"][len(values) :])
+    # The triplet viewer steps through good-a's frames; each image decoded.
+    assert seen["viewer"] == {"frames": 10, "shown": "epoch 1", "visible": 1}
+    assert len(seen["images"]) == len(list((out / "triplets").glob("*.png"))) == 10
     for image in seen["images"]:
-        assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
-    assert any("parallel coordinates" in i["alt"] for i in seen["images"])
-    # The probe tells a broken image from a good one.
-    broken = page.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1)
-    first = chromium_probe(broken, tmp_path)["images"][0]
-    assert first["width"] == 0
+        assert image["complete"] and image["width"] > 0, image
+    screenshot_is_not_blank(out / "report.html", tmp_path)
 
 
 @pytest.mark.slow

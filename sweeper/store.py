@@ -103,6 +103,7 @@ DEFAULT_STORAGE = "sqlite:///outputs/sweeps.db"
 HEARTBEAT_INTERVAL = 10.0  # seconds between an agent's heartbeats for its running trial
 GRACE_PERIOD = 60.0  # seen from another host, a heartbeat silent this long means a dead agent
 MAX_RETRIES = 3  # retries of one slot after a lost or preempted trial; the next fault ends it
+POLL_SECONDS = 0.1  # while a claim waits for an earlier claim's configuration
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8  # like W&B's sweep and run ids
 
@@ -728,6 +729,9 @@ def _lose(
     """Mark a dead agent's trial lost; without a claim lock, void it instead when its claimer
     died before it could see that the order made the trial a duplicate."""
     duplicate = None if serialised else _duplicate(sweep, t, everyone)
+    if duplicate is None and is_original(t) and not set(sweep.space.distributions) <= set(t.params):
+        # Died while asking: this configuration was never complete, never ran.
+        duplicate = "its agent died before its configuration was complete"
     if duplicate is not None:
         void(sweep, t._trial_id, duplicate)
         say(f"trial {t.number}: void ({duplicate}; {reason})")
@@ -751,12 +755,43 @@ def claim(
         beat(sweep.study._storage, trial._trial_id)
     if store.lock_path is None:
         # Agents that asked at the same moment: the storage's order says which one keeps it.
-        frozen = sweep.study._storage.get_trial(trial._trial_id)
-        duplicate = _duplicate(sweep, frozen, tally(sweep).trials)
+        try:
+            duplicate = _settle(sweep, store, trial._trial_id)
+        except BaseException:  # stopped while waiting: the trial never ran
+            void(sweep, trial._trial_id, "its agent was stopped while claiming it")
+            raise
         if duplicate is not None:
             void(sweep, trial._trial_id, duplicate)
             return None
     return trial
+
+
+def _settle(sweep: Sweep, store: Store, trial_id: int) -> str | None:
+    """Why this new trial is a duplicate, once the earlier trials' configurations are known.
+
+    A trial is created before its parameters are written: an earlier one may still be being
+    asked for (a Gaussian process can take a while). Its configuration decides whether ours
+    repeats it, so wait for it, as long as the grace period; past that, ours is voided: never
+    a configuration run twice."""
+    storage = sweep.study._storage
+    names = set(sweep.space.distributions)
+    deadline = time.monotonic() + sweep.settings.grace
+    while True:
+        frozen = storage.get_trial(trial_id)
+        everyone = tally(sweep).trials
+        asking = [
+            t
+            for t in everyone
+            if t.number < frozen.number
+            and t.state == TrialState.RUNNING
+            and not names <= set(t.params)
+        ]
+        if not asking or sweep.space.points is None:
+            return _duplicate(sweep, frozen, everyone)
+        if time.monotonic() > deadline:
+            return f"trial {asking[0].number}, asked for earlier, has no configuration yet"
+        with store.wait():
+            time.sleep(POLL_SECONDS)
 
 
 def _duplicate(sweep: Sweep, frozen: FrozenTrial, everyone: list[FrozenTrial]) -> str | None:

@@ -87,19 +87,29 @@ def write_sweep(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
+def storage_url(tmp_path: Path, kind: str = "sqlite") -> str:
+    """The test's storage of this kind in tmp_path: ``sqlite`` (the default) or ``journal``."""
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'sweeps.db'}",
+        "journal": f"journal:{tmp_path / 'sweeps.journal'}",
+    }[kind]
+
+
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """Offline W&B under tmp_path, the repo's python first on PATH (${interpreter} = python)."""
+    """Offline W&B under tmp_path, the repo's python first on PATH (${interpreter} = python),
+    and the sweeps in ``$SWEEPER_STORAGE`` (SQLite in tmp_path unless ``extra`` says)."""
     out = offline_env(tmp_path, **extra)
     out["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), out.get("PATH", "")))
-    out["SWEEPER_STORAGE"] = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    out.setdefault("SWEEPER_STORAGE", storage_url(tmp_path))
     return out
 
 
-def sweeper(tmp_path: Path, *args: str, timeout: float = 120, **kw: Any):
+def sweeper(tmp_path: Path, *args: str, timeout: float = 120, storage: str | None = None, **kw):
+    extra = {"SWEEPER_STORAGE": storage} if storage else {}
     return subprocess.run(
         [sys.executable, "-m", "sweeper", *args],
         cwd=tmp_path,
-        env=kw.pop("env", None) or env(tmp_path),
+        env=kw.pop("env", None) or env(tmp_path, **extra),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,20 +117,28 @@ def sweeper(tmp_path: Path, *args: str, timeout: float = 120, **kw: Any):
     )
 
 
-def create(tmp_path: Path, file: Path, *args: str) -> str:
-    done = sweeper(tmp_path, "create", str(file), *args)
+def create(tmp_path: Path, file: Path, *args: str, storage: str | None = None) -> str:
+    done = sweeper(tmp_path, "create", str(file), *args, storage=storage)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
 def start_agent(
-    tmp_path: Path, sweep_id: str, log: Path, *args: str, host: str | None = None, **extra: str
+    tmp_path: Path,
+    sweep_id: str,
+    log: Path,
+    *args: str,
+    host: str | None = None,
+    storage: str | None = None,
+    **extra: str,
 ) -> subprocess.Popen:
     """An agent; with ``host``, on a simulated host of that name, so only heartbeats tell the
     other agents whether it is alive."""
     command = [sys.executable, "-m", "sweeper", "agent", sweep_id, *args]
     if host is not None:
         command = on_host(host, command)
+    if storage:
+        extra["SWEEPER_STORAGE"] = storage
     with open(log, "ab") as out:
         return subprocess.Popen(
             command,
@@ -144,16 +162,12 @@ def wait_for_line(log: Path, text: str, timeout: float) -> None:
     wait_for(lambda: log.exists() and text in log.read_text(), timeout, f"{text!r} in {log.name}")
 
 
-def trials(tmp_path: Path, sweep_id: str):
-    """The sweep's trials, read back from its storage."""
-    import warnings
-
+def trials(tmp_path: Path, sweep_id: str, storage: str | None = None):
+    """The sweep's trials, read back from its storage (SQLite in tmp_path by default)."""
     from sweeper import store
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna calls heartbeats "experimental"
-        st = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
-    return store.load_sweep(st, sweep_id).study.get_trials(deepcopy=False)
+    opened = store.open_store(storage or storage_url(tmp_path))
+    return store.load_sweep(opened, sweep_id).study.get_trials(deepcopy=False)
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.2) -> None:

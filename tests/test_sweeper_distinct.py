@@ -1,5 +1,7 @@
 """Parallel agents never repeat a configuration while the space has an untaken one: real agent
-processes on one SQLite sweep, and the sampler on its own (discrete, continuous, exhausted)."""
+processes on one sweep (SQLite, whose claims take turns under a lock, and the journal, where
+the storage's order voids a repeat), and the sampler on its own (discrete, continuous,
+exhausted)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,15 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from sweep_helpers import create, read_ledger, start_agent, trials, trivial_sweep, write_sweep
+from sweep_helpers import (
+    create,
+    read_ledger,
+    start_agent,
+    storage_url,
+    trials,
+    trivial_sweep,
+    write_sweep,
+)
 
 from sweeper import space as sp
 from sweeper import store
@@ -24,21 +34,32 @@ DISCRETE = {
 # Each agent's first Gaussian-process proposal warms torch up inside the claim lock: seconds
 # per agent, minutes on a loaded machine.
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("method", ["bayes", "random"])
-def test_four_agents_run_sixteen_distinct_configurations_of_twenty_four(tmp_path, method):
+@pytest.mark.parametrize(
+    ("method", "kind"),
+    [
+        ("bayes", "sqlite"),
+        ("random", "sqlite"),
+        pytest.param("bayes", "journal", marks=pytest.mark.slow),
+    ],
+)
+def test_four_agents_run_sixteen_distinct_configurations_of_twenty_four(tmp_path, method, kind):
+    url = storage_url(tmp_path, kind)
     file = trivial_sweep(tmp_path, run_cap=16, sleep=0.02)
     cfg = yaml.safe_load(file.read_text())
     cfg["method"] = method
     cfg["parameters"].update(DISCRETE)
-    sweep_id = create(tmp_path, write_sweep(file, cfg))
+    sweep_id = create(tmp_path, write_sweep(file, cfg), storage=url)
     # Started together, with no stagger: their first claims race.
-    agents = [start_agent(tmp_path, sweep_id, tmp_path / f"agent{i}.log") for i in range(AGENTS)]
+    agents = [
+        start_agent(tmp_path, sweep_id, tmp_path / f"agent{i}.log", storage=url)
+        for i in range(AGENTS)
+    ]
     for agent in agents:
         assert agent.wait(timeout=840) == 0
     ran = [yaml.safe_load(row["params"]) for row in read_ledger(tmp_path)]
     configs = {(p["x"]["value"], p["epochs"]["value"], p["k"]["value"]) for p in ran}
     assert len(ran) == 16 and len(configs) == 16, sorted(configs)
-    counted = [t for t in trials(tmp_path, sweep_id) if store.is_counted(t)]
+    counted = [t for t in trials(tmp_path, sweep_id, url) if store.is_counted(t)]
     assert len({sp.params_key(t.params) for t in counted}) == len(counted) == 16
     assert len({t.user_attrs["agent"] for t in counted}) > 1, "the agents shared the work"
 

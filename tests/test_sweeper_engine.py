@@ -1,5 +1,6 @@
 """The local engine with a trivial swept program: what each trial gets, how trials end, and
-accounting under kill -9 and 8 concurrent agents (real SQLite storage, real processes)."""
+accounting under kill -9 and 8 concurrent agents (real SQLite and journal storages, real
+processes)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import yaml
 from optuna.trial import TrialState
 from sweep_helpers import (
     assert_accounted,
+    assert_no_traceback,
+    assert_one_process_per_run,
     create,
     read_ledger,
     start_agent,
+    storage_url,
     sweeper,
     trials,
     trivial_sweep,
@@ -104,10 +108,13 @@ def test_kill_9_mid_trial_then_restart_retries_that_trial_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_eight_agents_killed_at_random_account_for_every_trial_once(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_eight_agents_killed_at_random_account_for_every_trial_once(tmp_path, kind):
     budget = 16
-    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=budget, sleep=0.3))
-    agents = [start_agent(tmp_path, sweep_id, tmp_path / f"agent{i}.log") for i in range(8)]
+    url = storage_url(tmp_path, kind)
+    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=budget, sleep=0.3), storage=url)
+    logs = [tmp_path / f"agent{i}.log" for i in range(8)]
+    agents = [start_agent(tmp_path, sweep_id, log, storage=url) for log in logs]
     rng = random.Random(0)
     victims = rng.sample(agents, 3)
     try:
@@ -122,11 +129,13 @@ def test_eight_agents_killed_at_random_account_for_every_trial_once(tmp_path):
         for agent in agents:
             if agent.poll() is None:
                 agent.kill()
-    all_trials = trials(tmp_path, sweep_id)
+    all_trials = trials(tmp_path, sweep_id, url)
     assert_accounted(all_trials, budget)
     ledger_runs = {row["run_id"] for row in read_ledger(tmp_path)}
     counted_runs = [t.user_attrs["run_id"] for t in all_trials if store.is_counted(t)]
     assert len(set(counted_runs)) == budget and set(counted_runs) <= ledger_runs
+    assert_one_process_per_run(tmp_path)
+    assert_no_traceback(*logs)
 
 
 def _alive(pid: int) -> bool:

@@ -21,6 +21,7 @@ from sweep_helpers import (
     create,
     read_ledger,
     start_agent,
+    storage_url,
     sweeper,
     trials,
     trivial_sweep,
@@ -76,20 +77,25 @@ def test_a_paused_owner_keeps_its_trial(tmp_path, host, run_lock, seen):
     assert_no_traceback(tmp_path / "a.log", tmp_path / "b.log")
 
 
-def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path):
+# The journal has no claim lock and no server: the storage's order alone keeps claims exact.
+SHARED = ["sqlite", pytest.param("journal", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path, kind):
+    url = storage_url(tmp_path, kind)
     hold = tmp_path / "hold"
     hold.touch()
-    sweep_id = create(
-        tmp_path, trivial_sweep(tmp_path, run_cap=1, sleep=0.05, hold=str(hold)), *FAST
-    )
+    file = trivial_sweep(tmp_path, run_cap=1, sleep=0.05, hold=str(hold))
+    sweep_id = create(tmp_path, file, *FAST, storage=url)
     log = tmp_path / "a.log"
-    a = start_agent(tmp_path, sweep_id, log, host="nodea")
+    a = start_agent(tmp_path, sweep_id, log, host="nodea", storage=url)
     try:
         wait_for(lambda: read_ledger(tmp_path), 60, "the trial to start")
         a.send_signal(signal.SIGSTOP)
         # Seen from this host, nodea's agent is silent: after the grace period its trial is
         # taken over (lost, and a retry enqueued with the same run id).
-        here = store.open_store(f"sqlite:///{tmp_path / 'sweeps.db'}")
+        here = store.open_store(url)
         sweep = store.load_sweep(here, sweep_id)
         wait_for(lambda: _reap(sweep, here), 60, "this host to take the trial over")
         a.send_signal(signal.SIGCONT)
@@ -102,7 +108,7 @@ def test_an_owner_whose_trial_was_taken_over_stops_it_and_goes_on(tmp_path):
     text = log.read_text()
     assert text.count("taken over by another agent") == 1, text
     assert "no heartbeat from agent nodea" in text
-    all_trials = trials(tmp_path, sweep_id)
+    all_trials = trials(tmp_path, sweep_id, url)
     assert_accounted(all_trials, budget=1)
     assert [t.state for t in all_trials] == [TrialState.FAIL, TrialState.COMPLETE]
     first, second = read_ledger(tmp_path)

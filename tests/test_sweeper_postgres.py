@@ -1,7 +1,8 @@
-"""The local engine on a real PostgreSQL server, as the README's several-machines recipe runs
-it: agents on two simulated hosts (their own hostname), one host's agent killed with kill -9
-mid-trial, its trial retried by the other host once its heartbeats stop, every slot counted
-once. The server is started here, from the PostgreSQL binaries on this machine."""
+"""The local engine on storages that several machines share, as the README's several-machines
+recipe runs it: a real PostgreSQL server, and a journal file in a shared folder. Agents on two
+simulated hosts (their own hostname), one host's agent killed with kill -9 mid-trial, its
+trial retried by the other host once its heartbeats stop, every slot counted once. The server
+is started here, from the PostgreSQL binaries on this machine."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from sweep_helpers import (
     on_host,
     read_ledger,
     start_agent,
+    storage_url,
     sweeper,
     trivial_sweep,
     wait_for,
@@ -103,24 +105,32 @@ def pg_url(postgres: str, request: pytest.FixtureRequest) -> str:
     return f"{postgres}/{name}"
 
 
-def test_agents_on_two_hosts_survive_kill_9_through_heartbeats(tmp_path, pg_url):
+@pytest.fixture(params=["postgresql", pytest.param("journal", marks=pytest.mark.slow)])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A storage that agents on several machines can share."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return storage_url(tmp_path, "journal")
+
+
+def test_agents_on_two_hosts_survive_kill_9_through_heartbeats(tmp_path, shared_url):
     hold = tmp_path / "hold"
     hold.touch()  # every trial waits after its epochs while this file exists
     file = trivial_sweep(tmp_path, run_cap=4, sleep=0.2, hold=str(hold))
     made = sweeper(
-        tmp_path, "create", str(file), "--storage", pg_url, "--heartbeat", "1", "--grace", "3"
+        tmp_path, "create", str(file), "--storage", shared_url, "--heartbeat", "1", "--grace", "3"
     )
     assert made.returncode == 0, made.stderr
     sweep_id = made.stdout.strip()
 
     a_log, b_out = tmp_path / "a.log", tmp_path / "b.out"
-    a = start_agent(tmp_path, sweep_id, a_log, "--storage", pg_url, host="nodea")
+    a = start_agent(tmp_path, sweep_id, a_log, "--storage", shared_url, host="nodea")
     # The other host runs the recipe's second line as written (CPU here: --gpus none).
     recipe = [
         str(RUN_AGENT),
         sweep_id,
         "--storage",
-        pg_url,
+        shared_url,
         "--gpus",
         "none",
         "--logs",
@@ -150,7 +160,7 @@ def test_agents_on_two_hosts_survive_kill_9_through_heartbeats(tmp_path, pg_url)
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=60)
 
-    sweep = store.load_sweep(store.open_store(pg_url), sweep_id)
+    sweep = store.load_sweep(store.open_store(shared_url), sweep_id)
     all_trials = sweep.study.get_trials(deepcopy=False)
     assert_accounted(all_trials, budget=4)
     (lost,) = [t for t in all_trials if store.is_lost(t)]

@@ -44,10 +44,11 @@ demo: install
 	$(BIN)/python -m analysis report outputs/wandb --out reports/smoke
 
 # A local sweep's storage in optuna-dashboard (history, importance, timeline), read live.
+# optuna-dashboard takes a journal as its bare file path: journal:PATH loses its prefix.
 STORAGE ?= $(or $(SWEEPER_STORAGE),sqlite:///outputs/sweeps.db)
 DASHBOARD_PORT ?= 8080
 dashboard: install
-	$(BIN)/optuna-dashboard "$(STORAGE)" --host 127.0.0.1 --port $(DASHBOARD_PORT)
+	$(BIN)/optuna-dashboard "$(patsubst journal:%,%,$(STORAGE))" --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 bench: install
 	$(BIN)/python bench/trainer_overhead.py

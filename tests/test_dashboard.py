@@ -1,19 +1,25 @@
 """optuna-dashboard (the ``dashboard`` extra) serves a local sweep's storage unchanged: its API
-lists the sweep and its trials, and a real headless browser renders the sweep's page."""
+lists the sweep and its trials, and a real headless browser renders the sweep's page. A journal
+sweep opens through ``make dashboard STORAGE=journal:PATH``, as the README says."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sweep_helpers import create, env, sweeper, trials, trivial_sweep, wait_for
+from conftest import REPO
+from sweep_helpers import create, env, storage_url, sweeper, trials, trivial_sweep, wait_for
 
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
 BROWSER = shutil.which("chromium")
@@ -38,27 +44,23 @@ def answers(url: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory):
-    """A finished two-trial local sweep, and a dashboard on its storage: (url, sweep id)."""
-    tmp_path = tmp_path_factory.mktemp("dashboard")
-    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=2, sleep=0.01))
-    assert sweeper(tmp_path, "agent", sweep_id).returncode == 0
-    url = f"http://127.0.0.1:{free_port()}"
+@contextlib.contextmanager
+def serving(tmp_path: Path, kind: str, command) -> Iterator[tuple[str, str, list]]:
+    """A finished two-trial local sweep in a storage of this kind, and the dashboard that
+    ``command(storage, port)`` starts on it: (url, sweep id, its trials)."""
+    storage = storage_url(tmp_path, kind)
+    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=2, sleep=0.01), storage=storage)
+    assert sweeper(tmp_path, "agent", sweep_id, storage=storage).returncode == 0
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "dashboard.log", "wb")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
-        [
-            str(DASHBOARD),
-            f"sqlite:///{tmp_path / 'sweeps.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            url.rsplit(":", 1)[1],
-        ],
+        command(storage, port),
         cwd=tmp_path,
         env=env(tmp_path),
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # make and its dashboard are stopped together
     )
     try:
         wait_for(
@@ -67,15 +69,41 @@ def dashboard(tmp_path_factory):
             what="optuna-dashboard to answer",
         )
         assert server.poll() is None, (tmp_path / "dashboard.log").read_text()
-        yield url, sweep_id, trials(tmp_path, sweep_id)
+        yield url, sweep_id, trials(tmp_path, sweep_id, storage)
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
 
 
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("dashboard"), "sqlite", dashboard_on) as served:
+        yield served
+
+
+def dashboard_on(storage: str, port: int) -> list[str]:
+    return [str(DASHBOARD), storage, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def make_dashboard(storage: str, port: int) -> list[str]:
+    """The Makefile's target as the README gives it (``-o install``: the venv is the one
+    running these tests)."""
+    return ["make", "-C", str(REPO), "-s", "-o", "install", "dashboard",
+            f"STORAGE={storage}", f"DASHBOARD_PORT={port}"]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on PATH")
+def test_make_dashboard_opens_a_journal_sweep(tmp_path):
+    with serving(tmp_path, "journal", make_dashboard) as (url, sweep_id, stored):
+        assert_lists(url, sweep_id, stored)
+
+
 def test_the_api_lists_the_sweep_and_its_trials(dashboard):
-    url, sweep_id, stored = dashboard
+    assert_lists(*dashboard)
+
+
+def assert_lists(url: str, sweep_id: str, stored: list) -> None:
     (summary,) = get_json(f"{url}/api/studies")["study_summaries"]
     assert summary["study_name"] == sweep_id
     assert {"key": "name", "value": "trivial"} in summary["user_attrs"]

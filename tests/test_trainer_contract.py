@@ -157,7 +157,7 @@ def test_train_eval_loss_is_measured_on_fixed_training_images_like_validation(
 ) -> None:
     # With augmentation on, the per-step train loss is measured on augmented images by a model
     # in training mode; the train-eval loss must be neither.
-    proc = run_trainer(tmp_path, *TINY_2D, "--augment=true")
+    proc = run_trainer(tmp_path, *TINY_2D, "--n_train=16", "--augment=true")
     assert proc.returncode == 0, proc.stderr
     import torch
 
@@ -178,7 +178,7 @@ def test_train_eval_loss_is_measured_on_fixed_training_images_like_validation(
 
     last = runs.read_progress(folder)[-1]
     assert last[m.VAL_RECON] == pytest.approx(l1_decoding_z_mu(data.val), rel=1e-5)
-    # n_val=3 images of n_train=8: every (8 // 3)-th training image from the first, unaugmented.
-    subset = data.train[[0, 2, 4]]
+    # min(n_val=3, n_train=16 // 8) images, every (16 // 2)-th from the first, unaugmented.
+    subset = data.train[[0, 8]]
     assert last[m.TRAIN_EVAL_RECON] == pytest.approx(l1_decoding_z_mu(subset), rel=1e-5)
     assert last[m.TRAIN_EVAL_RECON] != pytest.approx(last[m.TRAIN_RECON], rel=1e-3)

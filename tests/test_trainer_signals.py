@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from trainer_helpers import (
     TINY_2D,
+    hold_env,
     offline_runs,
     run_trainer,
     signal_and_wait,
     start_trainer,
-    wait_for_epoch,
+    wait_for_hold,
 )
 
 from contract import metrics as m
 from contract import runs as run_folder
 
-# 32 steps per epoch, 3 epochs: long enough to signal in the middle of epoch 2.
+# 32 steps per epoch, 3 epochs. The trainer holds after step 40 (epoch 2, batch 8) until the
+# signal arrives, so the signal lands there however fast or loaded the machine is.
 LONGER = [*TINY_2D, "--n_train=128", "--max_epochs=3"]
 STEPS_PER_EPOCH, EPOCHS = 32, 3
 TOTAL_STEPS = STEPS_PER_EPOCH * EPOCHS
+MID_EPOCH_2 = 40
 
 
 def all_steps(runs) -> list[int]:
@@ -43,15 +45,15 @@ def progress_epochs(folder: Path) -> list[int]:
 def test_preempted_run_resumes_without_logging_twice(tmp_path: Path) -> None:
     env = {"WANDB_RUN_ID": "preempt1"}
     folder = tmp_path / "out" / "runs" / "preempt1"
-    proc = start_trainer(tmp_path, *LONGER, **env)
-    wait_for_epoch(proc, folder, 1)  # the signal lands early in epoch 2
+    proc = start_trainer(tmp_path, *LONGER, **env, **hold_env(f"step:{MID_EPOCH_2}"))
+    assert wait_for_hold(proc, folder) == f"step {MID_EPOCH_2}"
     code, _, err = signal_and_wait(proc, signal.SIGUSR1)
     assert code == 75, err
     assert (folder / "checkpoint.pt").exists()
 
     again = run_trainer(tmp_path, *LONGER, **env)
     assert again.returncode == 0, again.stderr
-    assert "resumed at epoch 2" in again.stdout
+    assert f"resumed at epoch 2 step {MID_EPOCH_2}" in again.stdout
 
     first, second = offline_runs(tmp_path, "preempt1")
     assert first.preempting and first.exit_code == 75
@@ -103,13 +105,15 @@ def test_adversarial_run_resumes_exactly_after_sigusr1(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
     folder = tmp_path / "out" / "runs" / "adv1"
-    proc = start_trainer(tmp_path, *ADVERSARIAL, WANDB_RUN_ID="adv1")
-    wait_for_epoch(proc, folder, 1)
+    proc = start_trainer(
+        tmp_path, *ADVERSARIAL, WANDB_RUN_ID="adv1", **hold_env(f"step:{MID_EPOCH_2}")
+    )
+    wait_for_hold(proc, folder)
     code, _, err = signal_and_wait(proc, signal.SIGUSR1)
     assert code == 75, err
     again = run_trainer(tmp_path, *ADVERSARIAL, WANDB_RUN_ID="adv1")
     assert again.returncode == 0, again.stderr
-    assert "resumed at epoch" in again.stdout
+    assert f"resumed at epoch 2 step {MID_EPOCH_2}" in again.stdout
 
     # Every step's VAE, generator and discriminator losses, bit for bit, as without the stop.
     resumed = step_losses(offline_runs(tmp_path, "adv1"))
@@ -130,9 +134,8 @@ def test_adversarial_run_resumes_exactly_after_sigusr1(tmp_path: Path) -> None:
 def test_hard_kill_restarts_from_the_last_epoch_checkpoint(tmp_path: Path) -> None:
     env = {"WANDB_RUN_ID": "killed1"}
     folder = tmp_path / "out" / "runs" / "killed1"
-    proc = start_trainer(tmp_path, *LONGER, **env)
-    wait_for_epoch(proc, folder, 1)
-    time.sleep(0.3)  # somewhere in epoch 2
+    proc = start_trainer(tmp_path, *LONGER, **env, **hold_env(f"step:{MID_EPOCH_2}"))
+    wait_for_hold(proc, folder)  # in epoch 2, its checkpoint not written yet
     code, _, _ = signal_and_wait(proc, signal.SIGKILL)
     assert code == -signal.SIGKILL
 
@@ -149,18 +152,38 @@ def test_hard_kill_restarts_from_the_last_epoch_checkpoint(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "runs" / "stop1"
-    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="stop1")
-    wait_for_epoch(proc, folder, 1)
+    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="stop1", **hold_env(f"step:{MID_EPOCH_2}"))
+    wait_for_hold(proc, folder)
     code, out, err = signal_and_wait(proc, signal.SIGTERM)
     assert code == 0, err
     assert (folder / "checkpoint.pt").exists()
     (run,) = offline_runs(tmp_path)
     assert run.exit_code == 0
     assert run.summary[m.SUMMARY_STATUS] == "stopped"
-    assert run.summary[m.SUMMARY_EPOCHS] < EPOCHS
-    steps = all_steps([run])
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) < TOTAL_STEPS
+    assert run.summary[m.SUMMARY_EPOCHS] == 1
+    assert all_steps([run]) == list(range(1, MID_EPOCH_2 + 1))
     assert "stopped" in out
+    assert run_folder.read_exit(folder).status == m.STATUS_STOPPED
+    assert not (folder / "held").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_after_the_last_epoch_cuts_nothing_short(tmp_path: Path, signum: int) -> None:
+    # What an agent's late stop decision (or a late preemption) does: the run trained every
+    # epoch, so it finished, exit 0, and nothing asks for it to be stopped or retried.
+    folder = tmp_path / "out" / "runs" / "late1"
+    proc = start_trainer(tmp_path, *TINY_2D, WANDB_RUN_ID="late1", **hold_env("epoch:2"))
+    assert wait_for_hold(proc, folder) == "epoch 2"  # TINY_2D's last epoch
+    code, out, err = signal_and_wait(proc, signum)
+    assert code == 0, err
+    (run,) = offline_runs(tmp_path)
+    assert run.exit_code == 0 and not run.preempting
+    assert run.summary[m.SUMMARY_STATUS] == "finished"
+    assert run.summary[m.SUMMARY_EPOCHS] == 2
+    record = run_folder.read_exit(folder)
+    assert (record.status, record.exit_code, record.reason) == (m.STATUS_FINISHED, 0, None)
+    assert "finished after 2 epochs" in out
 
 
 @pytest.mark.slow

@@ -68,6 +68,28 @@ def wait_for_epoch(proc: subprocess.Popen, folder: Path, epoch: int, timeout: fl
     raise AssertionError(f"epoch {epoch} not finished in {timeout} s")
 
 
+def hold_env(at: str) -> dict[str, str]:
+    """Environment that holds the trainer at ``at`` (``epoch:N`` or ``step:N``; trainer.hold)."""
+    from trainer import hold
+
+    return {hold.ENV: at}
+
+
+def wait_for_hold(proc: subprocess.Popen, folder: Path, timeout: float = 120) -> str:
+    """Wait until the trainer says it holds at its hold point (bounded); returns where."""
+    from trainer import hold
+
+    held = folder / hold.HELD
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early ({proc.returncode}): {proc.stderr.read()}")
+        if held.exists():
+            return held.read_text().strip()
+        time.sleep(0.02)
+    raise AssertionError(f"the trainer did not reach its hold point in {timeout} s")
+
+
 def signal_and_wait(
     proc: subprocess.Popen, signum: int, timeout: float = 120
 ) -> tuple[int, str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,19 @@ def save(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def copy(path: Path, to: Path) -> None:
+    """Make ``to`` hold what ``path`` holds now, atomically, without serialising the state again:
+    a hard link where the filesystem has them (checkpoints are only ever replaced, never written
+    in place, so the next save of ``path`` leaves ``to`` as it is), else a copy."""
+    tmp = to.with_name(to.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, to)
 
 
 def read(path: Path, config: dict[str, Any], train_images: int) -> dict[str, Any]:

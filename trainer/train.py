@@ -11,7 +11,8 @@ config: bad input fails here, before W&B starts) -> ``wandb.init`` (a sweep's va
 the progress rows it holds that the file lacks) -> for each epoch: ``start_epoch``,
 ``train_step`` per batch, then ``end_epoch`` (validation, epoch row, checkpoint, progress row),
 or ``interrupt`` (a mid-epoch checkpoint) on a signal -> ``finish``
-(summary and exit status). The stages share one ``State``; none is passed to another.
+(summary and exit status). The stages share one ``State``; none is passed to another. A test
+may hold the loop at one step or epoch end (``trainer.hold``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from contract.errors import (
     USER_ERROR_EXIT,
     UserError,
 )
-from trainer import checkpoint, logger
+from trainer import checkpoint, hold, logger
 from trainer import data as datasets
 from trainer.model import (
     build_discriminator,
@@ -54,6 +55,10 @@ from trainer.model import (
 )
 
 DEFAULT_PROJECT = "vae-sweeps"
+# The train-eval subset holds as many images as the validation set, but at most this share of
+# the training set: its forward passes then cost at most ~4% of an epoch's steps (a step is a
+# forward and a backward pass, about three forwards), whatever the split sizes.
+TRAIN_EVAL_SHARE = 8
 
 
 class Signals:
@@ -89,6 +94,7 @@ class Prepared:
     perceptual: torch.nn.Module | None
     folder: Path  # the run folder, locked by this process
     resume: dict | None  # the run's checkpoint, checked against cfg and data (None: a new run)
+    hold: hold.Hold | None  # a test's hold point (trainer.hold), None in normal use
 
 
 def resolve_device(cfg: Config) -> tuple[torch.device, torch.dtype | None]:
@@ -115,7 +121,9 @@ def prepare(cfg: Config, folder: Path) -> Prepared:
     latest = folder / runs.LATEST
     # A checkpoint that this config may not resume is refused here, before W&B starts.
     resume = checkpoint.read(latest, cfg.to_dict(), len(data.train)) if latest.exists() else None
-    return Prepared(cfg, device, amp_dtype, data, build_perceptual(cfg), folder, resume)
+    return Prepared(
+        cfg, device, amp_dtype, data, build_perceptual(cfg), folder, resume, hold.from_env()
+    )
 
 
 def run(cfg: Config, lock: runs.RunLock) -> int:
@@ -212,7 +220,7 @@ class State:
     train_x: datasets.Split  # on the device, or streamed from the disk cache
     val_x: datasets.Split
     # Fixed training images whose loss is measured at each epoch's end exactly as validation's
-    # (TRAIN_EVAL_RECON); as many as the validation set, so it costs one validation pass at most.
+    # (TRAIN_EVAL_RECON); see TRAIN_EVAL_SHARE for how many.
     train_eval_x: datasets.Split
     n_steps: int
     # Online, a resumed run's summary holds the last train/step and epoch the server has; a
@@ -222,6 +230,7 @@ class State:
     logged_epoch: int
     listed: set[int]  # epochs progress.jsonl has a row for: a row is final, never written twice
     tty: bool
+    hold: hold.Hold | None
     # The epoch in progress.
     epoch: int = 0
     started: float = 0.0  # perf_counter at its start, less the time a resumed part already took
@@ -241,12 +250,20 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
                 break
             if not train_step(s, i, batch):
                 return diverged(s)
+            if s.hold is not None:
+                s.hold.wait("step", s.pos.step, s.folder, lambda: signals.pending)
         if signals.pending:
             if not interrupt(s):
                 return diverged(s)
             break
         if not end_epoch(s):
             return diverged(s)
+        if s.hold is not None:
+            s.hold.wait("epoch", epoch, s.folder, lambda: signals.pending)
+    if s.pos.epoch >= s.cfg.max_epochs:
+        # A signal that came after the last epoch cut nothing short: the run finished (an agent
+        # whose stop decision came late records the trial COMPLETE, not pruned or preempted).
+        signals.stop = signals.preempt = False
     if signals.preempt:
         run.mark_preempting()
         finish(s, m.STATUS_PREEMPTED)
@@ -308,12 +325,15 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         rows=logger.StepRows(run, log_from_step=logged_step),
         train_x=train_x,
         val_x=datasets.to_device(p.data.val, device),
-        train_eval_x=datasets.spread_subset(train_x, len(p.data.val)),
+        train_eval_x=datasets.spread_subset(
+            train_x, min(len(p.data.val), max(1, len(train_x) // TRAIN_EVAL_SHARE))
+        ),
         n_steps=datasets.steps_per_epoch(len(train_x), cfg.batch_size),
         logged_step=logged_step,
         logged_epoch=logged_epoch,
         listed={row[m.EPOCH] for row in runs.read_progress(folder)},
         tty=tty,
+        hold=p.hold,
     )
     run.summary.update(references(s))
     precision = str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "fp32"
@@ -459,7 +479,7 @@ def end_epoch(s: State) -> bool:
     pos.rows.append(row)  # the checkpoint carries it: a kill before the append loses nothing
     save(s, s.folder / runs.LATEST)
     if improved:
-        save(s, s.folder / runs.BEST)
+        checkpoint.copy(s.folder / runs.LATEST, s.folder / runs.BEST)
     if epoch not in s.listed:  # after the checkpoint: a listed epoch is never trained again
         runs.append_progress(s.folder, row)
         s.listed.add(epoch)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import PYTHON, REPO
-from sweep_helpers import create, env, sweeper, write_sweep
+from sweep_helpers import create, env, storage_url, sweeper, trivial_sweep, write_sweep
+
+from analysis import engine
 
 # W&B's Hyperband stops a run worse than the 1/eta quantile of the runs at a band, so the bad
 # run comes after two better ones.
@@ -144,3 +146,34 @@ def test_storage_that_cannot_be_read_is_one_line(local_sweep):
         proc.stderr.strip()
         == "analysis: error: --storage sqlite:///nowhere.db: no such SQLite file"
     )
+
+
+def test_a_journal_storage_is_only_read(tmp_path):
+    url = storage_url(tmp_path, "journal")
+    sweep_id = create(tmp_path, trivial_sweep(tmp_path, run_cap=2, sleep=0.01), storage=url)
+    assert sweeper(tmp_path, "agent", sweep_id, storage=url).returncode == 0
+    journal = tmp_path / "sweeps.journal"
+    before = journal.read_bytes()
+    (seen,), notes = engine.read_sweeps(url, {sweep_id}, True)
+    assert not notes and seen.name == "trivial"
+    assert [t.state for t in seen.trials] == ["COMPLETE", "COMPLETE"]
+    assert len(seen.latest_by_run()) == 2
+    assert journal.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.glob("sweeps.journal*")) == ["sweeps.journal"]
+
+
+def test_a_bad_journal_for_the_report_is_one_line(local_sweep):
+    tmp, _ = local_sweep
+    runs = str(tmp / "wandb")
+    proc = report(tmp, runs, "--storage", "journal:nowhere.journal", "--out", "rep4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "analysis: error: --storage journal:nowhere.journal: no such journal file"
+    )
+    proc = report(tmp, runs, "--storage", "journal:engine.yaml", "--out", "rep4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"analysis: error: --storage journal:engine.yaml: {tmp / 'engine.yaml'} is not an "
+        "Optuna journal file"
+    )
+    assert not (tmp / "nowhere.journal").exists() and not (tmp / "rep4").exists()

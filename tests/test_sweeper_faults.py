@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from sweep_helpers import (
     assert_no_traceback,
     assert_one_process_per_run,
     create,
+    env,
     read_ledger,
     start_agent,
     storage_url,
@@ -353,3 +355,52 @@ def test_engine_settings_are_checked(tmp_path):
     done = sweeper(tmp_path, "create", str(file), "--max-retries", "-1")
     assert done.returncode == 2 and "--max-retries=-1: must be >= 0" in done.stderr
     assert not (tmp_path / "sweeps.db").exists(), "nothing is created"
+
+
+def read_only(folder: Path, command: list[str]) -> list[str]:
+    """``command`` with ``folder`` unwritable: its mode for a user, a read-only bind mount in
+    the command's own mount namespace for root (whom modes do not stop)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return command
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare not found (util-linux): cannot make a folder read-only for root")
+    remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
+
+
+def test_a_bad_journal_is_one_line(tmp_path):
+    (tmp_path / "readonly").mkdir()
+    (tmp_path / "sweeps.db").write_bytes(b"SQLite format 3\x00" + bytes(200))
+    # A record of an operation this Optuna does not know, as a newer one would write it.
+    (tmp_path / "newer.journal").write_text('{"op_code": 99, "worker_id": "w-1"}\n')
+    cases = {
+        "journal:nowhere/sweeps.journal": f"no folder {tmp_path / 'nowhere'}",
+        "journal:readonly/sweeps.journal": f"cannot write in {tmp_path / 'readonly'}",
+        "journal:sweeps.db": f"{tmp_path / 'sweeps.db'} is not an Optuna journal file",
+        "journal:newer.journal": "record 1 (op_code 99) was written by an Optuna incompatible",
+    }
+    for url, expected in cases.items():
+        command = [sys.executable, "-m", "sweeper", "status", "abcdefgh", "--storage", url]
+        if "readonly" in url:
+            command = read_only(tmp_path / "readonly", command)
+        done = subprocess.run(
+            command, cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, (url, done.stderr)
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"sweeper: error: storage '{url}': ") and expected in line, line
+    assert not (tmp_path / "nowhere").exists()
+    assert list((tmp_path / "readonly").iterdir()) == []
+    assert (tmp_path / "newer.journal").read_text().count("\n") == 1, "nothing written"
+
+
+def test_a_relative_journal_path_is_relative_to_the_working_directory(tmp_path):
+    (tmp_path / "shared").mkdir()
+    file = trivial_sweep(tmp_path, run_cap=1, sleep=0.01)
+    sweep_id = create(tmp_path, file, storage="journal:shared/sweeps.journal")
+    assert (tmp_path / "shared" / "sweeps.journal").is_file()
+    url = f"journal:{tmp_path / 'shared' / 'sweeps.journal'}"
+    done = sweeper(tmp_path, "agent", sweep_id, storage=url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_accounted(trials(tmp_path, sweep_id, url), budget=1)

@@ -399,7 +399,8 @@ def build_sections(
         doc.Section(
             "Figures",
             list(figures)
-            or [doc.Text("No figure: no run logged a validation loss or a time per epoch.")],
+            + [doc.Text("No chart: no run logged a validation loss or a time per epoch.")]
+            * (not any(f.spec for f in figures)),
         ),
         doc.Section(
             "Hyperparameter importance",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from analysis_helpers import record
 from conftest import PYTHON, REPO, offline_env
 
 from analysis import interactive
@@ -438,6 +439,9 @@ PROBE = """<script>
     result.scripts = document.scripts.length;
     result.links = [...document.querySelectorAll("[href]")].map(a => a.getAttribute("href"));
     result.handlers = [...document.querySelectorAll("*")].flatMap(el => [...el.attributes].filter(a => a.name.startsWith("on")).map(a => el.tagName + " " + a.name));
+    result.bold = document.querySelectorAll("b").length;
+    result.svgText = [...document.querySelectorAll("svg text")].map(t => t.textContent);
+    result.cells = [...document.querySelectorAll("td, h3, figcaption, .viewer b")].map(t => t.textContent);
     result.tags = [...new Set([...document.querySelectorAll("body *")].map(el => el.tagName.toLowerCase()))].sort();
     result.resources = performance.getEntriesByType("resource").map(e => e.name);
     finish(result);
@@ -547,6 +551,102 @@ def test_html_report_is_interactive_in_a_real_chromium(reported, tmp_path):
     for image in seen["images"]:
         assert image["complete"] and image["width"] > 0, image
     screenshot_is_not_blank(out / "report.html", tmp_path)
+
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "</script><script>alert(2)</script>",
+    '<a href="javascript:alert(3)">click</a><b>&lt;bold&gt;</b>',
+]
+
+
+def _png(path: Path) -> str:
+    from PIL import Image
+
+    Image.new("L", (24, 8), 100).save(path)
+    return str(path)
+
+
+def _write(tmp: Path, records: list, top: int = 12) -> tuple[Path, str, str]:
+    """The report of ``records``, written in this process as the CLI writes it."""
+    from analysis import judge
+    from analysis import report as rep
+    from analysis.diagnose import Thresholds
+
+    out = tmp / "rep"
+    judged = judge.judge(records, Thresholds())
+    rep.write_report(judged, out, rep.SweepLabel("s (s)", "s"), Thresholds(), top=top)
+    return out, (out / "report.md").read_text(), (out / "report.html").read_text()
+
+
+@needs_chromium
+def test_hostile_names_and_values_stay_text(tmp_path):
+    """Run names and config values come from whoever logged the runs: none may become markup."""
+    image = _png(tmp_path / "t.png")
+    records = [
+        record(HOSTILE[0], config={"lr": 1e-3, "note": HOSTILE[1], "channels": [8, 8]},
+               triplets={e: image for e in range(1, 13)}),
+        record(HOSTILE[1], "overfitting", config={"lr": 3e-4, "note": HOSTILE[0],
+                                                  "channels": HOSTILE[2]}),
+        record(HOSTILE[2], "underfitting", config={"lr": 1e-4, "note": HOSTILE[2],
+                                                   "channels": [8, 8]}),
+    ]  # fmt: skip
+    out, md, page = _write(tmp_path, records)
+    charts = page.count("class='chart'")
+    assert charts == 6 and page.count("<script") == charts + 2  # specs, plotly.js, the runtime
+    seen = chromium_probe(page, tmp_path)
+    drawn = _drawn(seen)
+    assert len(drawn) == charts
+    assert seen["scripts"] == charts + 4  # and the probe's two
+    assert seen["links"] == [] and seen["handlers"] == []
+    assert [i["alt"] for i in seen["images"]] == [
+        f"epoch {e}" for e in (1, 2, 3, 5, 6, 7, 8, 10, 11, 12)
+    ]
+    assert not {"a", "iframe", "object", "embed", "form"} & set(seen["tags"])
+    assert seen["bold"] == 1  # the viewer's caption; a run's <b> stays text
+    # Each string shows as typed: in the page's text and in the charts' own text.
+    for hostile in HOSTILE:
+        assert any(hostile in c for c in seen["cells"]), hostile
+        assert any(hostile in t for t in seen["svgText"]), hostile
+    assert seen["viewer"]["frames"] == 10
+
+
+# A sweep of each degenerate shape: no section may stop the others.
+DEGENERATE = {
+    "one-run": lambda: [record("solo", config={"lr": 1e-3})],
+    "all-equal": lambda: [record(f"r{i}", config={"lr": lr, "channels": [8, 8]})
+                          for i, lr in enumerate((1e-4, 1e-3, 1e-2))],
+    "all-crashed": lambda: [record(f"c{i}", epochs=4, state="crashed", config={"lr": lr})
+                            for i, lr in enumerate((1e-4, 1e-3, 1e-2))],
+    "one-value": lambda: [record(f"v{i}", shape, config={"lr": lr, "channels": [8, 8],
+                                                         **({"augment": i == 1} if i else {})})
+                          for i, (shape, lr) in enumerate((("good", 1e-3), ("overfitting", 3e-4),
+                                                           ("underfitting", 1e-4)))],
+    "nothing-logged": lambda: [record(f"n{i}", epochs=0, state="crashed", config={"lr": lr})
+                               for i, lr in enumerate((1e-4, 1e-3))],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", list(DEGENERATE))
+def test_degenerate_sweeps_get_their_whole_report(tmp_path, shape):
+    out, md, page = _write(tmp_path, DEGENERATE[shape]())
+    assert "not in this report" not in md and "could not be built" not in page
+    for heading in ("## Summary", "## Ranking", "## Figures", "## Hyperparameter importance",
+                    "## Verdicts, reasons and remedies", "## Triplets evolution", "## Next sweep",
+                    "## Thresholds"):  # fmt: skip
+        assert heading in md, heading
+    assert (out / "verdicts.json").is_file() and (out / "next_sweep.yaml").is_file()
+    importance = md.split("## Hyperparameter importance")[1].split("##")[0]
+    if shape == "all-equal":  # fANOVA has nothing to share out: the report says so
+        assert "every one of the 3 finished runs reached the same best val/recon_loss" in importance
+    if shape == "one-value":  # channels is not swept; augment is, with a run lacking it
+        assert "(2 finished with a validation loss, 2 varying hyperparameters)" in importance
+        assert "channels" not in page.split("chart-parallel-spec")[1].split("</script>")[0]
+        assert "(unset)" in page
+    if shape == "nothing-logged":
+        assert "No chart: no run logged" in page and "class='chart'" not in page
+    if shape in ("all-crashed", "one-value") and shutil.which("chromium"):
+        _drawn(chromium_probe(page, tmp_path))
 
 
 @pytest.mark.slow

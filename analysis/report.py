@@ -202,6 +202,8 @@ class Failures(list):
     def run(self, what: str, build: Callable[[], T], fallback: T) -> T:
         try:
             return build()
+        except OSError:  # the report folder cannot be written: the caller's one-line error
+            raise
         except Exception as exc:  # a bug: its traceback goes to stderr, the report still out
             traceback.print_exc(file=sys.stderr)
             self.append(f"{what} could not be built ({type(exc).__name__}: {exc})")

@@ -14,6 +14,10 @@ Two readings are timed as the baseline:
 - the ``wandb-core leet inspect`` binary itself with the wrapper's arguments, which is what the
   analysis runs: the floor of any analysis built on W&B's reader.
 
+Then, in this process, the report's own stages are timed apart (reading, judging, writing the
+report folder) and the size of ``report.html`` (plotly.js embedded, every chart, the triplet
+viewers) is printed.
+
     python bench/analysis_scale.py [--data DIR] [--runs 200] [--epochs 30] [--steps 50]
                                    [--workers N] [--no-cli] [--repeat N]
 """
@@ -113,6 +117,28 @@ def time_report(data: Path, workers: int) -> tuple[float, float]:
         return time.perf_counter() - start, children_cpu() - cpu
 
 
+def stages(data: Path, workers: int) -> None:
+    """Reading, judging and writing the report, timed apart in this process."""
+    from analysis import judge, report
+    from analysis.diagnose import Thresholds
+    from analysis.offline import read_folder
+
+    start = time.perf_counter()
+    runs, _, _ = read_folder(data, workers=workers)
+    read_s = time.perf_counter() - start
+    judged = judge.judge(runs, Thresholds())
+    judge_s = time.perf_counter() - start - read_s
+    with tempfile.TemporaryDirectory() as out:
+        label = report.SweepLabel(SWEEP_ID, SWEEP_ID)
+        report.write_report(judged, Path(out), label, Thresholds(), fetch=report.copy_local)
+        write_s = time.perf_counter() - start - read_s - judge_s
+        html = (Path(out) / "report.html").stat().st_size
+        md = (Path(out) / "report.md").stat().st_size
+    print(f"  in one process: reading {read_s:.2f} s, judging {judge_s:.2f} s,"
+          f" writing the report {write_s:.2f} s")  # fmt: skip
+    print(f"  report.html {html / 1e6:.2f} MB, report.md {md / 1e3:.1f} kB")
+
+
 def load() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
@@ -166,6 +192,8 @@ def main() -> None:
             f"  the same in CPU time:                     {report_cpu / core_cpu:7.2f}  (target <= 1.2)"
         )
         print(f"  load average (1, 5, 15 min):              {' '.join(load())}")
+    stages(args.data, args.workers)
+    print(f"  load average (1, 5, 15 min):              {' '.join(load())}")
 
 
 if __name__ == "__main__":

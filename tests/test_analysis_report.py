@@ -649,6 +649,20 @@ def test_degenerate_sweeps_get_their_whole_report(tmp_path, shape):
         _drawn(chromium_probe(page, tmp_path))
 
 
+def test_a_section_that_fails_never_stops_the_others(tmp_path, monkeypatch, capsys):
+    from analysis import interactive as ia
+
+    def broken(*args):
+        raise RuntimeError("a bug in one chart")
+
+    monkeypatch.setattr(ia, "parallel", broken)
+    out, md, page = _write(tmp_path, DEGENERATE["all-equal"]())
+    line = "not in this report: the interactive parallel coordinates chart could not be built"
+    assert f"{line} (RuntimeError: a bug in one chart)" in md
+    assert "Traceback" in capsys.readouterr().err and "a bug in one chart" in page
+    assert page.count("class='chart'") == 4 and "## Next sweep" in md  # the others are all there
+
+
 @pytest.mark.slow
 def test_real_trainer_run_is_read_and_reported(tmp_path):
     env = offline_env(tmp_path, WANDB_SWEEP_ID="trainer1")

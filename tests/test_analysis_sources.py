@@ -474,3 +474,59 @@ def test_wbstub_bad_login_or_server_is_one_line_and_exit_2(wbstub, tmp_path, cha
         assert stub.base_url in lines[0]
         assert took < 3 + 45  # the timeout, plus start-up on a loaded machine
     assert not (tmp_path / "r").exists()
+
+
+# The stand-in runs as its own process here, so that stopping it drops every open connection
+# too: it stops once the sweep is listed, before any history is read.
+MIDWAY = """
+import json, os, subprocess, sys, time
+from pathlib import Path
+from analysis import wandb_api
+from contract.errors import UserError
+
+stub_py, seed, tmp = sys.argv[1:4]
+port_file = Path(tmp, "port")
+server = subprocess.Popen([sys.executable, stub_py, "--port-file", str(port_file),
+                           "--seed-file", seed], stdout=subprocess.DEVNULL)
+while not port_file.exists() or not port_file.read_text():
+    if server.poll() is not None:
+        raise SystemExit("the stand-in did not start")
+    time.sleep(0.05)
+os.environ["WANDB_BASE_URL"] = "http://127.0.0.1:" + port_file.read_text()
+api = wandb_api.connect(timeout=3)
+
+class StopsAfterListing:
+    def runs(self, *args, **kwargs):
+        runs = list(api.runs(*args, **kwargs))
+        server.kill()
+        server.wait()
+        return runs
+
+start = time.monotonic()
+try:
+    wandb_api.read_sweep("stub-entity/proj/sw1", workers=1, api=StopsAfterListing(), base_s=0.01)
+except UserError as exc:
+    print(json.dumps({"error": str(exc), "took": time.monotonic() - start}))
+"""
+
+
+@needs_wbstub
+def test_wbstub_server_that_stops_midway_is_not_waited_on_once_per_run(wbstub, tmp_path):
+    _, env = wbstub
+    seed = tmp_path / "seed.json"
+    runs = [{"project": "proj", "name": f"r{i}", "sweep": "sw1", "config": {"lr": i},
+             "history": _history("good")} for i in range(3)]  # fmt: skip
+    seed.write_text(json.dumps({"runs": runs}))
+    proc = subprocess.run(
+        [PYTHON, "-c", MIDWAY, str(WBSTUB / "wbstub.py"), str(seed), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["error"].startswith(
+        "stub-entity/proj/sw1: none of the sweep's 3 runs could be read; the first:"
+        " stub-entity/proj/r0: history not readable: "
+    ), result
+    # The first run waits out the 3 s timeout; the two others are not asked at all (asking all
+    # three would take at least 9 s).
+    assert 3 <= result["took"] < 9, result

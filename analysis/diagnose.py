@@ -1,24 +1,33 @@
 """Judge one run's learning curves by the metrics guide's rules. Pure functions: no I/O.
 
+The guide's definitions are the skeleton:
+- ``good``: both losses decrease steadily and the curves stay parallel;
+- ``overfitting``: the training loss decreases while the validation loss rises or stagnates;
+- ``underfitting``: both decrease very slowly, or plateau early, and at a high level. A run whose
+  curves still fall fast is never underfitting, however high it still is: it is ``good`` and
+  "still improving: train longer".
+
 Prior art the rules follow:
 - Prechelt (1998), "Early stopping -- but when?": the generalisation loss
-  ``GL(t) = 100 * (E_val(t) / min_{t' <= t} E_val(t') - 1)`` in percent, the training progress
-  over a strip of k epochs ``P_k = 1000 * (mean of the strip's train losses / their min - 1)``,
-  and their quotient ``PQ = GL / P_k``.
+  ``GL(t) = 100 * (E_val(t) / min_{t' <= t} E_val(t') - 1)`` in percent, against validation's
+  best over the whole run (levels are medians of ``strip`` epochs, so one noisy epoch is no
+  level).
 - Google's Deep Learning Tuning Playbook, "Examining the training curves": overfitting is a
-  validation loss that starts rising; runs still improving at the end want more epochs; a run is
-  scored by the best value it reached.
-- "High" (underfitting) cannot be judged against the sweep's other runs alone: in a sweep where
-  every run underfits they are no reference. Each run carries its own: its validation loss before
-  training and the loss of a trivial reconstruction (the mean training image). Runs without them
-  fall back to the sweep's runs on the same data.
+  validation loss that starts rising; runs still improving at the end want more epochs.
+- Trends are least squares on the log-loss, with a standard error from the residuals that
+  allows for their lag-1 autocorrelation (an effective sample size, as for Newey-West), and a
+  Student-t critical value for few epochs. The change over n epochs is compared with the
+  uncertainty of that change, which shrinks as epochs accumulate; one epoch's noise is not the
+  yardstick. Under 4 epochs (2 degrees of freedom) nothing is called a trend.
+- nanoGPT's ``estimate_loss``: the train/val gap is read on ``train/eval_recon_loss`` (training
+  images scored exactly as validation) where the run logged it; otherwise on the per-epoch
+  means of the per-step training loss, and the reasons say so.
+- "High" is evidence from every reference there is, none of them a verdict on its own (high is
+  only underfitting where validation also falls very slowly): the run's own (its validation
+  loss before training, the loss of the mean training image), the sweep's runs on the same
+  data, and a ``baseline``.
 
-Trends are read over the run's ``tail`` (its second half by default, where the first fast fall
-is over), never a fixed handful of epochs: a robust slope of the log-loss (the median of the
-slopes between epochs half the tail apart) gives the relative change over the tail, and a change
-is real only when it exceeds ``trend_z`` times the curve's own epoch-to-epoch noise (from the
-median absolute deviation of its second differences; unknown under 5 epochs, when no change
-counts as real).
+Trends are read over the run's ``tail`` (its second half by default, at least 4 epochs).
 
 Verdicts are checked in this order; the first that applies wins:
 1. ``diverged``: the run says so (summary ``diverged``/``status``, exit status 3), a loss is
@@ -29,18 +38,20 @@ Verdicts are checked in this order; the first that applies wins:
    exit, preempted and never resumed). A run still being written is ``insufficient``.
 4. ``insufficient``: fewer than ``min_epochs`` validated epochs. A run a user stopped is judged
    like any other; its reasons say who stopped it.
-5. ``overfitting``: train really falls over the tail, by ``train_fall_min`` or more, the curves
-   really part (the val/train gap grows beyond both curves' noise), and validation rises
-   (GL >= ``gl_max`` or PQ >= ``pq_max``), stagnates (no real fall, and less than ``val_share``
-   of train's fall), or the gap grows ``gap_growth`` times over the tail.
+5. ``overfitting``, unless validation ends at (or within its noise of) its best and not above
+   the training loss: validation's level ends ``gl_max`` % or more above its best over the whole
+   run, rising since that best while training kept falling (both real trends); or training
+   really falls by ``train_fall_min`` over the tail while validation stagnates (falls by less
+   than ``val_share`` of that) or the curves really part (the gap grows ``gap_growth`` times).
 6. ``underfitting``: the latent collapsed (``train/kl_loss`` ends at ``kl_collapse`` nats or
-   less, with ``kl_weight`` > 0: the decoder cannot see its input), or the best validation loss
-   is high against the run's own references (at least ``near_trivial`` x the trivial
-   reconstruction's loss, or less than ``min_progress`` below its loss before training) or the
-   ``baseline``; for runs without references, high against the sweep's runs on the same data
-   (``high_vs_best`` x the best, ``high_vs_median`` x the median) while validation falls less
-   than ``slow_drop`` over the tail.
-7. ``good``: otherwise.
+   less, with ``kl_weight`` > 0), or validation falls very slowly (by less than ``slow_drop``
+   over the tail, at the upper end of its uncertainty; a training loss falling on without it
+   is for rule 5) and the best validation
+   loss is high against some reference: ``near_trivial`` x the mean image's loss, less than
+   ``min_progress`` below its loss before training, ``high_vs_best`` x the sweep's best on the
+   same data or the ``baseline``, or (runs without references) ``high_vs_median`` x the sweep's
+   median.
+7. ``good``: otherwise; "still improving" when validation still falls fast at the end.
 """
 
 from __future__ import annotations
@@ -68,10 +79,11 @@ VERDICTS = (
 BY_SWEEP, BY_USER = "sweep", "user"
 # Why a run underfits (numbers["cause"]): what its remedy changes.
 CAUSE_KL, CAUSE_SLOW, CAUSE_CAPACITY = "kl", "slow", "capacity"
-# Robust standard deviation from a median absolute deviation (normal noise).
-MAD_TO_SIGMA = 1.4826
-# Second differences needed to estimate a curve's noise (a tail of 5 epochs gives 3).
-MIN_BENDS = 3
+# Epochs a trend needs: a line through 4 points leaves 2 degrees of freedom for its noise.
+MIN_TREND = 4
+# Lag-1 autocorrelation of the residuals is estimated from this many epochs on, and capped:
+# beyond the cap a handful of epochs would decide the effective sample size alone.
+MIN_AUTOCORR, MAX_AUTOCORR = 8, 0.8
 
 
 def _t(default: float | None, help: str) -> Any:
@@ -83,19 +95,22 @@ class Thresholds:
     """Every number the verdicts use. Each is a ``--<name>`` option of ``analysis report``."""
 
     min_epochs: int = _t(3, "fewer validated epochs than this -> insufficient")
-    tail: float = _t(0.5, "share of the run, at its end, over which trends are read (>= 5 epochs)")
-    trend_z: float = _t(3.0, "a change over the tail is real from this many times the noise")
-    strip: int = _t(5, "Prechelt's strip: epochs whose median is a level (GL) and train's P_k")
-    gl_max: float = _t(5.0, "generalisation loss GL (percent above the best val) -> val rises")
-    pq_max: float = _t(2.0, "Prechelt's PQ = GL / P_k (val rise per train progress) -> val rises")
+    tail: float = _t(0.5, "share of the run, at its end, over which trends are read (>= 4 epochs)")
+    trend_z: float = _t(
+        2.0, "a change is real beyond this many standard errors of it (Student-t for few epochs)"
+    )
+    strip: int = _t(5, "epochs whose median is a level (Prechelt's GL, 'at its best')")
+    gl_max: float = _t(5.0, "val's level this many percent above its best over the run = rose")
     train_fall_min: float = _t(0.1, "train falling by this share over the tail = still falls")
     val_share: float = _t(
-        0.25, "val falling (within its noise) by less than this share of train's fall = stagnates"
+        0.25, "val falling by less than this share of train's fall over the tail = stagnates"
     )
     gap_growth: float = _t(
         1.25, "the val/train gap growing this many times over the tail = no longer parallel"
     )
-    slow_drop: float = _t(0.1, "val falling by less than this share over the tail = slow")
+    slow_drop: float = _t(
+        0.1, "a curve falling by less than this share over the tail = very slowly; by more = fast"
+    )
     near_trivial: float = _t(
         0.9, "best val this many times the trivial reconstruction's (mean image) = high"
     )
@@ -109,7 +124,7 @@ class Thresholds:
         1.0, "train/kl_loss ending at or under this many nats an image = posterior collapse"
     )
     high_vs_best: float = _t(
-        1.5, "no references: best val this many times the sweep's best (or baseline) = high"
+        1.5, "best val this many times the sweep's best on the same data (or baseline) = high"
     )
     high_vs_median: float = _t(
         1.2, "no references: best val this many times the sweep's median = high (>= 3 runs)"
@@ -154,6 +169,8 @@ class Curves:
     # Per-epoch means of the per-step train/kl_loss (unweighted) and train/loss (the total).
     kl: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
+    # train/eval_recon_loss: the training images scored as validation is (nan: not logged).
+    train_eval: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -191,36 +208,51 @@ class Stop:
 
 @dataclass(frozen=True)
 class Trend:
-    """A curve's robust trend over epochs ``first``..``last``."""
+    """A curve's trend over epochs ``first``..``last``: a least-squares line on its log."""
 
     first: int
     last: int
-    change: float  # relative change over the tail: fitted end / fitted start - 1
-    noise: float  # relative epoch-to-epoch noise around the fitted line (one sigma)
-    log_change: float  # the change and the noise in log units: what is compared
-    log_noise: float
-    z: float
+    points: int
+    change: float  # relative change over the span: fitted end / fitted start - 1
+    log_change: float
+    log_se: float  # standard error of log_change (inf: too few epochs to tell)
+    critical: float  # standard errors beyond which a change is real (Student-t, trend_z)
+    noise: float  # residual spread around the line, per epoch, relative (one sigma)
 
     @property
     def fall(self) -> float:
         return -self.change
 
     @property
+    def margin(self) -> float:
+        """Half-width of the change's interval, in log units."""
+        return self.critical * self.log_se
+
+    @property
     def real(self) -> bool:
-        return abs(self.log_change) > self.z * self.log_noise
+        return abs(self.log_change) > self.margin
 
     def falls(self) -> bool:
         return self.real and self.change < 0
 
-    def words(self) -> str:
-        moved = "fell" if self.change < 0 else "rose"
-        if not math.isfinite(self.noise):
-            return f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last} (too few epochs to measure its noise)"
+    def rises(self) -> bool:
+        return self.real and self.change > 0
+
+    def fall_at_most(self) -> float:
+        """The largest fall the epochs allow (upper end of the interval)."""
+        return -math.expm1(self.log_change - self.margin)
+
+    def words(self, up: str = "rose", down: str = "fell") -> str:
+        moved = down if self.change < 0 else up
+        said = f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last}"
+        if not math.isfinite(self.log_se):
+            return f"{said} (too few epochs to tell)"
         real = "real" if self.real else "within the noise"
-        return (
-            f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last}"
-            f" (noise ±{_pct(self.noise)} per epoch: {real})"
+        low, high = (
+            math.expm1(self.log_change - self.margin),
+            math.expm1(self.log_change + self.margin),
         )
+        return f"{said} ({_signed(low)} to {_signed(high)} over {self.points} epochs: {real})"
 
 
 def _finite(x: float | None) -> bool:
@@ -238,6 +270,7 @@ def epoch_curves(
     rows = sorted((r for r in val_rows if _finite(r.get(M.EPOCH))), key=lambda r: r[M.EPOCH])
     epochs = [int(r[M.EPOCH]) for r in rows]
     val = [_value(r.get(M.VAL_RECON)) for r in rows]
+    train_eval = [_value(r.get(M.TRAIN_EVAL_RECON)) for r in rows]
     times = [_value(r.get(M.TIME_PER_EPOCH)) for r in rows]
     nonfinite: list[str] = []
     bad_val = [e for e, r in zip(epochs, rows, strict=True) if _is_nonfinite(r.get(M.VAL_RECON))]
@@ -252,7 +285,7 @@ def epoch_curves(
     train, kl, total, bad_step = _per_epoch_means(train_rows, ends)
     if bad_step is not None:
         nonfinite.append(f"{M.TRAIN_RECON} is NaN/inf from step {int(bad_step)}")
-    return Curves(epochs, train, val, times, nonfinite, kl, total)
+    return Curves(epochs, train, val, times, nonfinite, kl, total, train_eval)
 
 
 def _value(x: float | None) -> float:
@@ -313,31 +346,58 @@ def _per_epoch_means(
     return means(recon_sum, recon_n), means(kl_sum, kl_n), means(total_sum, total_n), bad
 
 
-def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | None:
-    """Robust trend of ``values`` (all of them: pass the tail): None under 3 positive values.
+def _critical(z: float, dof: float) -> float:
+    """Student-t critical value matching the normal's ``z`` (Cornish-Fisher in 1/dof)."""
+    z2 = z * z
+    return z * (
+        1
+        + (z2 + 1) / (4 * dof)
+        + (5 * z2 * z2 + 16 * z2 + 3) / (96 * dof**2)
+        + (3 * z2**3 + 19 * z2 * z2 + 17 * z2 - 15) / (384 * dof**3)
+    )
 
-    The slope of log(value) is the median of the slopes between points half the series apart
-    (a Theil-Sen estimate in linear time). The noise is the epoch-to-epoch noise: from the
-    second differences, which a smooth curve's slope and bend do not inflate (for white noise
-    of spread s they spread s x sqrt(6)), via their median absolute deviation.
+
+def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | None:
+    """Trend of ``values`` (all of them: pass the tail): None under 3 positive values.
+
+    The slope of log(value) by least squares; its standard error from the residuals, inflated
+    by ``sqrt((1 + r) / (1 - r))`` for their lag-1 autocorrelation r (the effective sample size
+    of a smooth, correlated curve is smaller than its number of epochs). The change over the
+    span and its standard error grow with the span, the error shrinks with the epochs: a
+    steady trend becomes real once enough epochs show it. Under ``MIN_TREND`` points the
+    error is unknown (infinite): nothing is real.
     """
-    pts = [(e, math.log(v)) for e, v in zip(epochs, values, strict=True) if v > 0 and v < math.inf]
+    pts = [(e, math.log(v)) for e, v in zip(epochs, values, strict=True) if 0 < v < math.inf]
     m = len(pts)
     if m < 3:
         return None
-    h = m // 2
-    slope = statistics.median(
-        (pts[i + h][1] - pts[i][1]) / (pts[i + h][0] - pts[i][0]) for i in range(m - h)
-    )
-    bends = [pts[i + 1][1] - 2 * pts[i][1] + pts[i - 1][1] for i in range(1, m - 1)]
-    if len(bends) < MIN_BENDS:
-        noise = math.inf  # unknown: no change can be told from it
+    mx = sum(e for e, _ in pts) / m
+    my = sum(y for _, y in pts) / m
+    sxx = sum((e - mx) ** 2 for e, _ in pts)
+    slope = sum((e - mx) * (y - my) for e, y in pts) / sxx
+    span = pts[-1][0] - pts[0][0]
+    res = [y - my - slope * (e - mx) for e, y in pts]
+    ss = sum(r * r for r in res)
+    sigma = math.sqrt(ss / (m - 2))
+    if m < MIN_TREND:
+        se, critical = math.inf, math.inf
     else:
-        centre = statistics.median(bends)
-        noise = MAD_TO_SIGMA * statistics.median(abs(b - centre) for b in bends) / math.sqrt(6)
-    log_change = slope * (pts[-1][0] - pts[0][0])
+        rho = 0.0
+        if m >= MIN_AUTOCORR and ss > 0:
+            rho = sum(a * b for a, b in zip(res, res[1:], strict=False)) / ss
+            rho = min(MAX_AUTOCORR, max(0.0, rho))
+        se = sigma / math.sqrt(sxx) * math.sqrt((1 + rho) / (1 - rho)) * span
+        critical = _critical(z, max(2.0, m * (1 - rho) / (1 + rho) - 2))
+    log_change = slope * span
     return Trend(
-        pts[0][0], pts[-1][0], math.expm1(log_change), math.expm1(noise), log_change, noise, z
+        pts[0][0],
+        pts[-1][0],
+        m,
+        math.expm1(log_change),
+        log_change,
+        se,
+        critical,
+        math.expm1(sigma),
     )
 
 
@@ -351,19 +411,11 @@ def _rolling_median(values: list[float], width: int) -> list[float]:
 
 
 def generalisation_loss(val: list[float]) -> float:
-    """Prechelt's GL at the last epoch, in percent."""
+    """Prechelt's GL at the last epoch against the best over the whole run, in percent."""
     finite = [v for v in val if math.isfinite(v)]
     if not finite or not math.isfinite(val[-1]) or min(finite) <= 0:
         return math.nan
     return 100.0 * (val[-1] / min(finite) - 1.0)
-
-
-def training_progress(train: list[float], k: int) -> float:
-    """Prechelt's P_k over the last ``k`` epochs, in per mille (nan without train values)."""
-    strip = [t for t in train[-k:] if math.isfinite(t)]
-    if not strip or min(strip) <= 0:
-        return math.nan
-    return 1000.0 * (sum(strip) / len(strip) / min(strip) - 1.0)
 
 
 def kl_share(curves: Curves, kl_weight: float | None) -> float:
@@ -448,14 +500,17 @@ def _read_curve(
 ) -> Verdict:
     """Overfitting, underfitting or good, from a curve of at least ``min_epochs`` epochs."""
     n = len(curves.epochs)
-    size = min(n, max(MIN_BENDS + 2, round(th.tail * n)))
+    # The tail includes the epoch it starts from: a run's second half is read from its middle.
+    size = min(n, max(MIN_TREND, math.floor(th.tail * n) + 1))
     epochs = curves.epochs[-size:]
+    evals = curves.train_eval[-size:] if len(curves.train_eval) == n else []
+    true_gap = sum(math.isfinite(x) for x in evals) >= min(size, MIN_TREND)
+    train = curves.train_eval if true_gap else curves.train
     val_t = trend(epochs, curves.val[-size:], th.trend_z)
-    train_t = trend(epochs, curves.train[-size:], th.trend_z)
+    train_t = trend(epochs, train[-size:], th.trend_z)
     k = max(1, min(th.strip, n // 3))
-    gl = generalisation_loss(_rolling_median(curves.val, k))
-    p_k = training_progress(curves.train, k)
-    pq = gl / p_k if math.isfinite(gl) and math.isfinite(p_k) and p_k > 0 else math.nan
+    levels = _rolling_median(curves.val, k)
+    gl = generalisation_loss(levels)
     share = kl_share(curves, refs.kl_weight)
     kl_final = next((x for x in reversed(curves.kl) if math.isfinite(x)), math.nan)
     # KL (nats an image) bounds what the latent tells the decoder about its input: near 0, the
@@ -463,13 +518,12 @@ def _read_curve(
     collapsed = bool(refs.kl_weight) and math.isfinite(kl_final) and kl_final <= th.kl_collapse
     numbers.update(
         tail_from=epochs[0],
+        true_gap=true_gap,
         val_change=val_t.change if val_t else None,
-        val_noise=val_t.noise if val_t else None,
+        val_margin=val_t.margin if val_t else None,
         train_change=train_t.change if train_t else None,
-        train_noise=train_t.noise if train_t else None,
+        train_margin=train_t.margin if train_t else None,
         gl=gl,
-        p_k=p_k,
-        pq=pq,
         kl_share=share,
         kl_dominates=math.isfinite(share) and share >= th.kl_share_max,
         kl_final=kl_final,
@@ -478,25 +532,38 @@ def _read_curve(
     high, why_high = _is_high(best, refs, context, th, numbers)
     if val_t is None:
         return Verdict("good", ["fewer than 3 positive validation losses: no trend"], numbers)
+    train_name = M.TRAIN_EVAL_RECON if true_gap else "train"
     tail = [f"val {val_t.words()}"]
     if train_t is None:
         tail.append(f"no {M.TRAIN_RECON} rows: judged on the validation curve only")
     else:
-        tail.append(f"train {train_t.words()}")
-        growth = math.exp(val_t.log_change - train_t.log_change)
-        numbers["gap_growth"] = growth
-        gap = _gap(curves, epochs)
-        tail.append(f"val/train gap {gap} ({growth:.2f}x over the tail)")
-        over = _overfitting(train_t, val_t, growth, gl, pq, k, th)
-        if over:
-            return Verdict("overfitting", tail + over, numbers)
+        tail.append(f"{train_name} {train_t.words()}")
+        if not true_gap:
+            tail.append(
+                f"no {M.TRAIN_EVAL_RECON} (logged before the trainer measured it): the gap is"
+                f" read on the epoch means of the per-step {M.TRAIN_RECON}, a moving model on"
+                " training batches"
+            )
+        over = _overfitting(curves, train, epochs, val_t, train_t, levels, k, gl, th, numbers)
+        if over[0]:
+            return Verdict("overfitting", tail + over[1], numbers)
+        tail += over[1]
 
-    slow = not (val_t.falls() and val_t.fall >= th.slow_drop)
-    own = numbers["own_references"]
-    if collapsed or (high and (own or slow)):
+    # The verdict is about validation: it is what falls fast or very slowly. A training loss
+    # falling on without it was for the overfitting rules above to judge.
+    fast = val_t.falls() and val_t.fall >= th.slow_drop
+    slow = val_t.fall_at_most() < th.slow_drop
+    numbers["falls_fast"] = fast
+    numbers["falls_slowly"] = slow
+    if collapsed or (high and slow):
         cause = _cause(numbers, val_t, th)
         numbers["cause"] = cause
         why = tail + why_high
+        if slow:
+            why.append(
+                f"val falls very slowly: by less than {_pct(th.slow_drop)} over epochs"
+                f" {epochs[0]}-{epochs[-1]}, even at the upper end of its uncertainty"
+            )
         if collapsed:
             why.append(
                 f"{M.TRAIN_KL} ends at {kl_final:.3g} nats an image (kl_weight {refs.kl_weight:g}):"
@@ -509,65 +576,122 @@ def _read_curve(
                 f" {M.TRAIN_LOSS} on average (dominates from {_pct(th.kl_share_max)})"
             )
         if cause == CAUSE_SLOW:
-            why.append("the loss still falls, slowly: training is too slow to get far")
-        elif cause == CAUSE_CAPACITY and not own:
-            why.append(f"val falls less than {_pct(th.slow_drop)} over the tail: plateaued")
+            why.append("training has barely moved the model from its start: too slow to get far")
         return Verdict("underfitting", why, numbers)
 
     why = tail + [f"best val {best:.4g} at epoch {numbers['best_epoch']}, GL {gl:.1f}%", *why_high]
-    if val_t.falls() and val_t.fall >= th.slow_drop:
+    if fast:
         numbers["still_improving"] = True
-        why.append("still improving at the end: more epochs would help")
+        why.append(
+            f"still falling fast (val fell {_pct(val_t.fall)}; very slowly is under"
+            f" {_pct(th.slow_drop)} over epochs {epochs[0]}-{epochs[-1]}): not underfitting,"
+            " still improving: train longer"
+        )
+    elif high:
+        why.append(
+            "high, but too few epochs to tell whether val has plateaued"
+            f" (a fall of {_pct(th.slow_drop)} or more over the tail cannot be ruled out)"
+        )
     return Verdict("good", why, numbers)
 
 
-def _gap(curves: Curves, tail_epochs: list[int]) -> str:
-    """``1.02x at epoch 20 -> 1.71x at epoch 40``: val / train where both are known."""
-    index = {e: i for i, e in enumerate(curves.epochs)}
-    pairs = [
-        (e, curves.val[index[e]] / curves.train[index[e]])
-        for e in tail_epochs
-        if math.isfinite(curves.val[index[e]])
-        and math.isfinite(curves.train[index[e]])
-        and curves.train[index[e]] > 0
+def _level(values: list[float], last: int) -> float:
+    finite = [v for v in values[-last:] if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def _overfitting(
+    curves: Curves,
+    train: list[float],
+    epochs: list[int],
+    val_t: Trend,
+    train_t: Trend,
+    levels: list[float],
+    k: int,
+    gl: float,
+    th: Thresholds,
+    numbers: dict[str, Any],
+) -> tuple[bool, list[str]]:
+    """(is it overfitting, reasons): train falls while val rises or stagnates.
+
+    Its reasons say why not where a run came close.
+    """
+    n = len(curves.val)
+    best = min(v for v in curves.val if math.isfinite(v))
+    last = max(2, k)
+    # "At its best": the last epochs reach the best, within the line's spread per epoch.
+    sigma = math.log1p(val_t.noise) if math.isfinite(val_t.noise) else 0.0
+    recent = [v for v in curves.val[-last:] if math.isfinite(v)]
+    at_best = bool(recent) and min(recent) <= best * math.exp(th.trend_z * sigma)
+    val_end, train_end = _level(curves.val, last), _level(train, last)
+    below = math.isfinite(train_end) and val_end <= train_end
+    numbers["val_at_best"], numbers["val_below_train"] = at_best, below
+    if at_best and below:
+        return False, [
+            f"val is at its best in its last {last} epochs (within"
+            f" {_pct(math.expm1(th.trend_z * sigma))}) and its level {val_end:.4g} is not above"
+            f" train's {train_end:.4g}: not overfitting"
+        ]
+    ratios = [
+        v / t if math.isfinite(v) and math.isfinite(t) and t > 0 else math.nan
+        for v, t in zip(curves.val[-len(epochs) :], train[-len(epochs) :], strict=True)
     ]
+    gap_t = trend(epochs, ratios, th.trend_z)
+    growth = math.exp(gap_t.log_change) if gap_t else math.nan
+    numbers["gap_growth"] = growth
+    why: list[str] = []
+    if gap_t is not None:
+        why.append(f"val/train gap {_gap(ratios, epochs)}: it {gap_t.words('grew', 'shrank')}")
+    # 1. val rose above its best over the whole run, and train kept falling since that best.
+    finite = [(v, i) for i, v in enumerate(levels) if math.isfinite(v)]
+    b = max(0, min(finite)[1] - (k - 1) // 2)  # the middle of the best level's window
+    since = curves.epochs[b:]
+    since_val = trend(since, curves.val[b:], th.trend_z) if n - b >= MIN_TREND else None
+    since_train = trend(since, train[b:], th.trend_z) if n - b >= MIN_TREND else None
+    if math.isfinite(gl) and gl >= th.gl_max:
+        rose = (
+            f"val's level (median of {k} epochs) ends {gl:.1f}% above its best of the run, at"
+            f" epoch {curves.epochs[b]} (Prechelt's GL, from {th.gl_max:g}%)"
+        )
+        if since_val is None or since_train is None:
+            why.append(f"{rose}, but too few epochs since that best to tell a trend")
+        elif since_val.rises() and since_train.falls():
+            return True, [
+                *why,
+                rose,
+                f"since then val {since_val.words()} while train {since_train.words()}",
+            ]
+        else:
+            why.append(
+                f"{rose}, but since then val {since_val.words()} and train {since_train.words()}"
+            )
+    # 2. train still falls while val stagnates, or the curves part.
+    if not (train_t.falls() and train_t.fall >= th.train_fall_min):
+        return False, why
+    if gap_t is None or not gap_t.rises():
+        return False, why
+    if val_t.fall < th.val_share * train_t.fall:
+        return True, [
+            *why,
+            f"val stagnates while train still falls (val falls by less than {_pct(th.val_share)}"
+            f" of train's {_pct(train_t.fall)} fall, and the gap really grows)",
+        ]
+    if growth >= th.gap_growth:
+        return True, [
+            *why,
+            f"the curves are no longer parallel: the gap grew {growth:.2f}x"
+            f" (from {th.gap_growth:g}x)",
+        ]
+    return False, why
+
+
+def _gap(ratios: list[float], epochs: list[int]) -> str:
+    """``1.02x at epoch 20 -> 1.71x at epoch 40``: val / train where both are known."""
+    pairs = [(e, r) for e, r in zip(epochs, ratios, strict=True) if math.isfinite(r)]
     if not pairs:
         return "unknown"
     (e0, g0), (e1, g1) = pairs[0], pairs[-1]
     return f"{g0:.2f}x at epoch {e0} -> {g1:.2f}x at epoch {e1}"
-
-
-def _overfitting(
-    train_t: Trend, val_t: Trend, growth: float, gl: float, pq: float, k: int, th: Thresholds
-) -> list[str]:
-    """Reasons for overfitting (empty when it is not): train falls while val does not follow.
-
-    Both the fall of train and the parting of the curves must be real (beyond their noise).
-    """
-    if not (train_t.falls() and train_t.fall >= th.train_fall_min):
-        return []
-    parting = math.log(growth)
-    if parting <= th.trend_z * math.hypot(train_t.log_noise, val_t.log_noise):
-        return []
-    why = []
-    if math.isfinite(gl) and gl >= th.gl_max:
-        why.append(
-            f"val rises: its median of {k} epochs ends {gl:.1f}% above its best"
-            f" (Prechelt's GL >= {th.gl_max:g}%)"
-        )
-    elif math.isfinite(pq) and pq >= th.pq_max:
-        why.append(
-            f"val rises against train's progress: PQ = GL {gl:.1f}% / P_{k} {gl / pq:.1f}"
-            f" = {pq:.2f} (>= {th.pq_max:g})"
-        )
-    if not val_t.falls() and val_t.fall < th.val_share * train_t.fall:
-        why.append(
-            f"val stagnates while train still falls (val does not really fall, and by less"
-            f" than {_pct(th.val_share)} of train's {_pct(train_t.fall)} fall)"
-        )
-    if growth >= th.gap_growth:
-        why.append(f"the curves are no longer parallel: the gap grew {growth:.2f}x")
-    return why
 
 
 def _cause(numbers: Mapping[str, Any], val_t: Trend, th: Thresholds) -> str:
@@ -577,7 +701,7 @@ def _cause(numbers: Mapping[str, Any], val_t: Trend, th: Thresholds) -> str:
     progress = numbers.get("progress")
     if progress is None:  # no start to compare with: any real fall says training goes on
         return CAUSE_SLOW if val_t.falls() else CAUSE_CAPACITY
-    if progress < th.min_progress or (val_t.falls() and val_t.fall >= th.slow_drop):
+    if progress < th.min_progress:
         return CAUSE_SLOW
     return CAUSE_CAPACITY
 
@@ -585,8 +709,10 @@ def _cause(numbers: Mapping[str, Any], val_t: Trend, th: Thresholds) -> str:
 def _is_high(
     best: float, refs: References, context: SweepContext, th: Thresholds, numbers: dict[str, Any]
 ) -> tuple[bool, list[str]]:
-    """Is the run's best val high against its own references, a baseline, or (runs without
-    references) the sweep's best and median on the same data?"""
+    """Is the run's best val high against any reference it has: its own (the mean image, its
+    start), the sweep's best on the same data, a baseline; the sweep's median for runs without
+    their own? Each says what it found; none is a verdict alone (the curves must plateau too).
+    """
     high, why = False, []
     own = False
     if _finite(refs.trivial_val) and refs.trivial_val > 0:
@@ -602,6 +728,7 @@ def _is_high(
         own = True
         progress = 1.0 - best / refs.init_val
         numbers["progress"] = progress
+        numbers["little_progress"] = progress < th.min_progress
         high |= progress < th.min_progress
         why.append(
             f"best val is {_pct(progress)} below the run's start ({refs.init_val:.4g} before"
@@ -610,38 +737,35 @@ def _is_high(
     numbers["own_references"] = own
     if th.baseline:
         ratio = best / th.baseline
-        if ratio >= th.high_vs_best:
-            high = True
-            why.append(
-                f"best val {best:.4g} is {ratio:.2f}x the baseline {th.baseline:g}"
-                f" (high from {th.high_vs_best:g}x)"
-            )
-    if context.best and context.best > 0:
-        numbers["vs_sweep_best"] = best / context.best
+        numbers["vs_baseline"] = ratio
+        high |= ratio >= th.high_vs_best
+        why.append(
+            f"best val {best:.4g} is {ratio:.2f}x the baseline {th.baseline:g}"
+            f" (high from {th.high_vs_best:g}x)"
+        )
+    if context.best and context.best > 0 and context.runs >= 2:
+        ratio = best / context.best
+        numbers["vs_sweep_best"] = ratio
+        high |= ratio >= th.high_vs_best
+        why.append(
+            f"best val {best:.4g} is {ratio:.2f}x the sweep's best on the same data"
+            f" ({context.best:.4g} over {context.runs} runs; high from {th.high_vs_best:g}x)"
+        )
     if context.median and context.runs >= 3:
         numbers["vs_sweep_median"] = best / context.median
-    if own:
-        return high, why
-    # No per-run references: the sweep's runs on the same data are the only ones left.
-    why.append(
-        f"the run has no {M.SUMMARY_INIT_VAL_RECON} or {M.SUMMARY_TRIVIAL_VAL_RECON} (logged"
-        " before the trainer recorded them): 'high' is judged against the sweep's runs"
-    )
-    siblings = []
-    if context.best and context.best > 0:
-        siblings.append((context.best, "the sweep's best", th.high_vs_best))
-    if context.median and context.runs >= 3:
-        siblings.append((context.median, "the sweep's median", th.high_vs_median))
-    for level, what, limit in siblings:
-        if best >= limit * level:
+    if not own:
+        why.append(
+            f"the run has no {M.SUMMARY_INIT_VAL_RECON} or {M.SUMMARY_TRIVIAL_VAL_RECON} (logged"
+            " before the trainer recorded them): 'high' is judged against the sweep's runs"
+        )
+        if context.median and context.runs >= 3:
+            ratio = best / context.median
+            high |= ratio >= th.high_vs_median
             why.append(
-                f"best val {best:.4g} is {best / level:.2f}x {what}"
-                f" ({level:.4g}; high from {limit:g}x)"
+                f"best val {best:.4g} is {ratio:.2f}x the sweep's median ({context.median:.4g};"
+                f" high from {th.high_vs_median:g}x)"
             )
-            return True, why
-    if siblings:
-        level, what, _ = siblings[0]
-        why.append(f"best val {best:.4g} is {best / level:.2f}x {what} ({level:.4g})")
+    numbers["high"] = high
     return high, why
 
 
@@ -658,6 +782,10 @@ def _divergence(curves: Curves, th: Thresholds, flagged: bool) -> list[str]:
                 f" (explode_factor {th.explode_factor:g})"
             )
     return reasons
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}%" if math.isfinite(x) else "n/a"
 
 
 def _pct(x: float | None) -> str:
@@ -738,6 +866,21 @@ def remedies(verdict: str, config: Mapping[str, Any], numbers: Mapping[str, Any]
             out.append(f"raise max_epochs from {me} (too few epochs to judge)")
     elif verdict == "crashed":
         out.append("read the run's log; a preempted run resumes from its checkpoint when requeued")
-    elif verdict == "good" and numbers.get("still_improving") and me is not None and not stopped:
-        out.append(f"still improving: raise max_epochs from {me} to {2 * me}")
+    elif verdict == "good" and numbers.get("still_improving") and not stopped:
+        if me is not None:
+            out.append(f"still improving: raise max_epochs from {me} to {2 * me}")
+        # Still high while it falls: what would get it down faster, by the same causes as
+        # underfitting's (never a capacity change: nothing says capacity limits it yet).
+        if numbers.get("high") and numbers.get("kl_dominates") and kl:
+            out.append(
+                f"it is still high and the KL term is {_pct(numbers.get('kl_share'))} of the"
+                f" loss: lower kl_weight from {kl:g} to {kl / 10:g}"
+            )
+        elif numbers.get("high") and numbers.get("little_progress"):
+            lr = config.get("lr")
+            if isinstance(lr, (int, float)):
+                out.append(
+                    f"it is still high, {_pct(numbers.get('progress'))} below its start:"
+                    f" or raise lr from {lr:g} to {lr * 10:g}"
+                )
     return out

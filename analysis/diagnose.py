@@ -44,7 +44,7 @@ Verdicts are checked in this order; the first that applies wins:
    really falls by ``train_fall_min`` over the tail while validation stagnates (falls by less
    than ``val_share`` of that) or the curves really part (the gap grows ``gap_growth`` times).
 6. ``underfitting``: the latent collapsed (``train/kl_loss`` ends at ``kl_collapse`` nats or
-   less, with ``kl_weight`` > 0), or validation falls very slowly (by less than ``slow_drop``
+   less, with ``kl_weight`` > 0) and validation does not still fall fast, or validation falls very slowly (by less than ``slow_drop``
    over the tail, at the upper end of its uncertainty; a training loss falling on without it
    is for rule 5) and the best validation
    loss is high against some reference: ``near_trivial`` x the mean image's loss, less than
@@ -555,7 +555,7 @@ def _read_curve(
     slow = val_t.fall_at_most() < th.slow_drop
     numbers["falls_fast"] = fast
     numbers["falls_slowly"] = slow
-    if collapsed or (high and slow):
+    if (collapsed and not fast) or (high and slow):
         cause = _cause(numbers, val_t, th)
         numbers["cause"] = cause
         why = tail + why_high

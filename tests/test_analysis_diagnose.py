@@ -717,3 +717,15 @@ def test_the_true_gap_is_read_on_train_eval_where_the_run_logged_it():
     fallback = diagnose(without, FINISHED, TH, refs=References(0.6, 0.4, 1e-6))
     assert fallback.verdict == "good" and not fallback.numbers["true_gap"]
     assert any("epoch means" in r for r in fallback.reasons)
+
+
+def test_a_hyperband_rung_of_three_epochs_is_too_few_to_tell():
+    stop = Stop(BY_SWEEP, "pruned by the local engine's early termination after 3 of 8 epochs")
+    train, val = [0.4, 0.3, 0.25], [0.35, 0.27, 0.24]
+    v = diagnose(curves_of(train, val), FINISHED, TH, stop=stop, refs=References(0.5, 0.2, 1e-6))
+    assert v.verdict == "pruned" and v.numbers["curve_reads_as"] == "good"
+    assert any("too few epochs to tell" in r for r in v.reasons), v.reasons
+    # Finished after 3 epochs, high and with no trend to read: not underfitting on that alone.
+    high = diagnose(curves_of(train, val), FINISHED, TH, refs=References(0.4, 0.1, 1e-6))
+    assert high.verdict == "good" and high.numbers["high"], high.reasons
+    assert any("too few epochs to tell whether val has plateaued" in r for r in high.reasons)

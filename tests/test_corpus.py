@@ -122,6 +122,13 @@ def test_remedies_move_kl_weight_the_right_way(name: str) -> None:
             assert all(after > before for before, after in changes), (e.name, row["remedies"])
         if e.construction == "underfitting-kl":  # the KL term dominates: lower it
             assert any(after < before for before, after in changes), (e.name, row["remedies"])
+        said = " ".join(row["remedies"])
+        # More epochs or capacity never for an overfitting run; a lower lr only for divergence.
+        if row["verdict"] == "overfitting":
+            assert not re.search(r"max_epochs|widen|num_res_blocks|raise lr", said), said
+        assert "lower lr" not in said, (e.name, said)
+        if e.construction == "underfitting-capacity":
+            assert "widen channels" in said and "lr" not in said, (e.name, said)
 
 
 # --- real runs trained now, read by W&B's reader ---------------------------------------------------

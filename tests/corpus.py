@@ -577,6 +577,8 @@ FAMILIES = Corpus(
         spec("kl-l2", "underfitting-kl", "kl", **S16, recon_loss="l2", n_train=64, batch_size=8, lr=2e-3, kl_weight=2.0, max_epochs=40, **SMALL),
         # early and late overfitting
         over_gl("over-early", "overfit-early-late", "early", **S16, n_train=8, batch_size=2, lr=2e-3, kl_weight=0.0, max_epochs=150, **DEEP),
+        over_gl("nifti-over", "nifti", "5 NIfTI slices", data_source="folder", data_dir="@nifti-10", val_fraction=0.5, image_size=32, seed=11, batch_size=1, lr=2e-3, kl_weight=0.0, max_epochs=300, channels=[8, 16, 32], norm_num_groups=8, latent_channels=1),
+        over_gl("adv-over", "adversarial", "adversarial term from epoch 20", **S16, adv_weight=0.05, adv_warmup_epochs=20, disc_channels=8, disc_layers=2, n_train=4, batch_size=2, lr=2e-3, kl_weight=0.0, max_epochs=200, **DEEP),
         # still improving at the end
         improving("improving-mni", "improving", **M16, n_train=96, batch_size=16, lr=5e-4, max_epochs=12, **SMALL),
         improving("improving-syn-32", "improving", **S32, n_train=64, batch_size=16, lr=3e-4, max_epochs=15, channels=[8, 16, 16], norm_num_groups=8, latent_channels=2),

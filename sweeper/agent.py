@@ -14,7 +14,8 @@ that writes that file can be swept. With ``early_terminate: hyperband`` each new
 reported to the pruner; a pruned trial gets SIGTERM (then SIGKILL after
 ``WANDB_AGENT_KILL_DELAY`` seconds, 30 by default), as W&B stops runs.
 
-Exit statuses of the trial: 0 = COMPLETE (or PRUNED when the agent stopped it); 3 = FAIL,
+Exit statuses of the trial: 0 = COMPLETE (or PRUNED when the agent's stop cut it short: a
+trainer whose exit record says it trained every epoch is COMPLETE); 3 = FAIL,
 diverged; 2 = FAIL, config error; 75 = preempted: given back and retried (up to the sweep's
 ``max_retries``); anything else = FAIL, crashed (out-of-memory named when the log says so).
 None of them stops the agent.
@@ -48,7 +49,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from contract import runs
+from contract import metrics, runs
 from contract.config import DEFAULTS
 from contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT, UserError
 from sweeper import store as st
@@ -418,6 +419,10 @@ class Agent:
             else:
                 self.say(f"trial {trial.number} run {run_id}: preempted, it will be retried")
             return
+        if pruned and code == 0 and trained_every_epoch(log.parent):
+            # The stop decision came after the trainer's last epoch: it cut nothing short.
+            self.say(f"trial {trial.number}: had trained every epoch before its stop: COMPLETE")
+            pruned = False
         if pruned:
             state = TrialState.PRUNED
         elif code != 0:
@@ -441,6 +446,13 @@ class Agent:
             f"trial {trial.number} run {run_id}: {state.name} {shown} (exit {code}{why}, "
             f"{seconds:.1f} s; log {log})"
         )
+
+
+def trained_every_epoch(run_dir: Path) -> bool:
+    """The trainer's exit record says the run finished: every epoch trained, a stop signal
+    after the last one notwithstanding (a stop that cut it short says ``stopped``)."""
+    record = runs.read_exit(run_dir)
+    return record is not None and record.status == metrics.STATUS_FINISHED
 
 
 def crash_reason(code: int, log: Path) -> str:

@@ -13,11 +13,12 @@ import pytest
 from sweep_helpers import create, sweeper, trials, write_sweep
 from trainer_helpers import (
     TINY_2D,
+    hold_env,
     offline_runs,
     run_trainer,
     signal_and_wait,
     start_trainer,
-    wait_for_epoch,
+    wait_for_hold,
 )
 
 from contract import metrics as m
@@ -106,13 +107,13 @@ def test_streamed_training_resumes_exactly_after_preemption(tmp_path: Path) -> N
     assert reference.summary[m.SUMMARY_DATA_STREAMED] is True
 
     folder = tmp_path / "out" / "runs" / "split1"
-    proc = start_trainer(tmp_path, *args, WANDB_RUN_ID="split1")
-    wait_for_epoch(proc, folder, 1)
+    proc = start_trainer(tmp_path, *args, WANDB_RUN_ID="split1", **hold_env("step:24"))
+    wait_for_hold(proc, folder)  # mid epoch 2
     code, _, err = signal_and_wait(proc, signal.SIGUSR1)
     assert code == 75, err
     again = run_trainer(tmp_path, *args, WANDB_RUN_ID="split1")
     assert again.returncode == 0, again.stderr
-    assert "resumed at epoch 2 step" in again.stdout
+    assert "resumed at epoch 2 step 24" in again.stdout
     pieces = offline_runs(tmp_path, "split1")
     assert len(pieces) == 2
     # The same batches in the same order, model and random state restored: the same numbers.

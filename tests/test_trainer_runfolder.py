@@ -14,15 +14,17 @@ import torch
 from trainer_helpers import (
     TINY_2D,
     assert_one_line_error,
+    hold_env,
     offline_runs,
     run_trainer,
     signal_and_wait,
     start_trainer,
-    wait_for_epoch,
+    wait_for_hold,
 )
 
 from contract import metrics as m
 from contract import runs
+from trainer import hold
 
 # 32 steps per epoch, 3 epochs.
 LONGER = [*TINY_2D, "--n_train=128", "--max_epochs=3"]
@@ -41,9 +43,9 @@ def files_state(folder: Path) -> list[tuple[str, int, int]]:
 @pytest.mark.slow
 def test_second_trainer_on_a_live_run_exits_2_and_the_first_is_untouched(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "runs" / "twice1"
-    first = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="twice1")
+    first = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="twice1", **hold_env("epoch:1"))
     try:
-        wait_for_epoch(first, folder, 1)
+        wait_for_hold(first, folder)  # alive, holding its lock, until released
         # Stopped (Ctrl-Z, a stalled host), the first still owns its run; it changes nothing
         # meanwhile, so any change in the folder would be the second process's.
         first.send_signal(signal.SIGSTOP)
@@ -57,6 +59,7 @@ def test_second_trainer_on_a_live_run_exits_2_and_the_first_is_untouched(tmp_pat
         assert runs.holder(folder).pid == first.pid, "never two live processes on one run"
         assert runs.read_exit(folder) is None
         first.send_signal(signal.SIGCONT)
+        (folder / hold.RELEASE).touch()
         out, err = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
@@ -80,8 +83,8 @@ def test_second_trainer_on_a_live_run_exits_2_and_the_first_is_untouched(tmp_pat
 @pytest.mark.slow
 def test_kill_between_checkpoint_and_progress_row_loses_no_row(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "runs" / "gap1"
-    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="gap1")
-    wait_for_epoch(proc, folder, 2)
+    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="gap1", **hold_env("epoch:2"))
+    wait_for_hold(proc, folder)
     code, _, _ = signal_and_wait(proc, signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert runs.holder(folder) is None and runs.read_exit(folder) is None  # killed: no record
@@ -162,9 +165,9 @@ def test_analysis_tells_a_quiet_live_run_from_a_killed_one_by_its_lock(tmp_path:
     from analysis.records import CRASHED, RUNNING
 
     folder = tmp_path / "out" / "runs" / "quiet1"
-    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="quiet1")
+    proc = start_trainer(tmp_path, *LONGER, WANDB_RUN_ID="quiet1", **hold_env("epoch:1"))
     try:
-        wait_for_epoch(proc, folder, 1)
+        wait_for_hold(proc, folder)  # alive until killed, however fast the machine
         # wandb-core writes the summary record to the run file when it flushes: wait for it.
         deadline = time.monotonic() + 120
         while True:

@@ -55,19 +55,6 @@ def start_trainer(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen:
     )
 
 
-def wait_for_epoch(proc: subprocess.Popen, folder: Path, epoch: int, timeout: float = 120) -> None:
-    """Poll the run's progress.jsonl until ``epoch`` is finished (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    progress = folder / "progress.jsonl"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"trainer exited early ({proc.returncode}): {proc.stderr.read()}")
-        if progress.exists() and len(progress.read_text().splitlines()) >= epoch:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"epoch {epoch} not finished in {timeout} s")
-
-
 def hold_env(at: str) -> dict[str, str]:
     """Environment that holds the trainer at ``at`` (``epoch:N`` or ``step:N``; trainer.hold)."""
     from trainer import hold

@@ -30,7 +30,7 @@ install: $(VENV)/.installed
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/shellcheck run_agent.sh .ci/run bench/gpu_check.sh
+	$(BIN)/shellcheck run_agent.sh .ci/run bench/gpu_check.sh slurm/sweep.sbatch
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start sweep agents on this machine: one per GPU (or several), or CPU agents; one log each.
 # Stops all of its agents (and their runs) on Ctrl-C or SIGTERM, waits for them, and exits
-# non-zero if any agent failed.
+# non-zero if any agent failed. SIGUSR1 (a scheduler's preemption warning) reaches every running
+# trainer, which checkpoints and exits 75; the agents give their trials back and end; exit 75.
 set -euo pipefail
 
 usage() {
@@ -11,7 +12,9 @@ Usage: ./run_agent.sh SWEEP_ID [options]      ENTITY/PROJECT/ID: a W&B sweep (wa
        ./run_agent.sh --local FILE [options]  create a local sweep from FILE, then run it
 
 Options:
-  --gpus 0,1,...|none   GPUs to use (default: every GPU that nvidia-smi -L lists)
+  --gpus LIST|none      GPUs to use: indices or GPU-/MIG- UUIDs, comma-separated (default:
+                        the inherited CUDA_VISIBLE_DEVICES, e.g. a SLURM job's GPUs; where
+                        it is unset, every GPU that nvidia-smi -L lists)
   --agents-per-gpu K    agents per GPU, each with its own CUDA_VISIBLE_DEVICES (default 1)
   --agents N            agents in total: spread over the GPUs, or N CPU agents without GPUs
                         (default: one per GPU, or 1 CPU agent)
@@ -94,11 +97,21 @@ fi
 [[ -z "$max_retries" || "$max_retries" =~ ^[0-9]+$ ]] || die "--max-retries=$max_retries: must be an integer >= 0"
 
 # --- which devices: one CUDA_VISIBLE_DEVICES value per agent ("" = CPU) -----------------------
-if [[ $gpus_given -eq 0 ]] && command -v nvidia-smi >/dev/null 2>&1; then
+# A GPU is an index or a UUID as nvidia-smi -L prints it (GPU-..., MIG-...; MIG-GPU-.../g/c on
+# old drivers).
+gpu_entry='([0-9]+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)'
+if [[ $gpus_given -eq 0 && -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then
+    # The GPUs the scheduler gave this job: never one outside them, whatever nvidia-smi lists.
+    gpus=$CUDA_VISIBLE_DEVICES
+    [[ -z "$gpus" || "$gpus" =~ ^$gpu_entry(,$gpu_entry)*$ ]] ||
+        die "inherited CUDA_VISIBLE_DEVICES=$gpus: expected indices or GPU-/MIG- UUIDs like 0,1 (or pass --gpus)"
+    echo "[run_agent] GPUs from the inherited CUDA_VISIBLE_DEVICES: ${gpus:-none}"
+elif [[ $gpus_given -eq 0 ]] && command -v nvidia-smi >/dev/null 2>&1; then
     gpus=$(nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9][0-9]*\):.*/\1/p' | paste -sd, -) || gpus=""
 fi
 [[ "$gpus" == none ]] && gpus=""
-[[ -z "$gpus" || "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus=$gpus: expected a list like 0,1,3"
+[[ -z "$gpus" || "$gpus" =~ ^$gpu_entry(,$gpu_entry)*$ ]] ||
+    die "--gpus=$gpus: expected a list like 0,1,3 or GPU-/MIG- UUIDs"
 IFS=, read -r -a gpu_list <<<"$gpus"
 devices=()
 if [[ ${#gpu_list[@]} -gt 0 ]]; then
@@ -147,6 +160,7 @@ fi
 # --- start, stop, wait -------------------------------------------------------------------------
 pids=()
 stopping=0
+preempting=0
 
 # shellcheck disable=SC2329  # called by the trap below
 stop_agents() {
@@ -159,6 +173,42 @@ stop_agents() {
     done
 }
 trap stop_agents INT TERM
+
+# The trial processes a wandb agent runs: its children that carry a run's parameters (not its
+# wandb-core service).
+# shellcheck disable=SC2329  # called by preempt_agents
+trainers_of() {
+    local pid ppid
+    ps -e -o pid= -o ppid= 2>/dev/null | while read -r pid ppid; do
+        [[ "$ppid" == "$1" ]] || continue
+        tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -q '^WANDB_SWEEP_PARAM_PATH=' &&
+            echo "$pid"
+    done
+    return 0
+}
+
+# shellcheck disable=SC2329  # called by the trap below
+preempt_agents() {
+    [[ $stopping -eq 0 ]] || return 0
+    stopping=1
+    preempting=1
+    echo "[run_agent] SIGUSR1: preempting ${#pids[@]} agent(s): ${pids[*]}" >&2
+    local pid trainer
+    for pid in "${pids[@]}"; do
+        if [[ "$sweep_id" == */* ]]; then
+            # wandb agent does not pass SIGUSR1 on: signal its trainers here, then stop it with
+            # SIGTERM (which it forwards; the trainer, already preempting, still exits 75).
+            for trainer in $(trainers_of "$pid"); do
+                echo "[run_agent] SIGUSR1 to trainer pid $trainer (agent pid $pid)" >&2
+                kill -USR1 "$trainer" 2>/dev/null || true
+            done
+            kill -TERM "$pid" 2>/dev/null || true
+        else
+            kill -USR1 "$pid" 2>/dev/null || true
+        fi
+    done
+}
+trap preempt_agents USR1
 
 # CPU agents share the cores: give each its share of threads (torch would start one per core in
 # every agent, and oversubscribed OpenMP threads slow training many times over).
@@ -182,7 +232,7 @@ for i in "${!devices[@]}"; do
     [[ $stopping -eq 0 ]] || break
     device=${devices[i]}
     where=${device:+GPU $device}
-    log="$logs/agent-$tag-$i${device:+-gpu$device}.log"
+    log="$logs/agent-$tag-$i${device:+-gpu${device//[^A-Za-z0-9_-]/_}}.log"
     echo "[run_agent] agent $i (${where:-CPU}): CUDA_VISIBLE_DEVICES=$device $(quote "${agent[@]}") > $log 2>&1"
     [[ $dry_run -eq 1 ]] && continue
     if [[ $i -gt 0 ]]; then
@@ -190,7 +240,12 @@ for i in "${!devices[@]}"; do
         wait $! || true
         [[ $stopping -eq 0 ]] || break
     fi
-    CUDA_VISIBLE_DEVICES=$device PYTHONUNBUFFERED=1 "${session[@]}" "${agent[@]}" >"$log" 2>&1 &
+    # SIGUSR1 ignored from the start: a scheduler that signals every process of the job
+    # (scancel --full) must not end a wandb agent; the trainers install their own handler.
+    (
+        trap '' USR1
+        CUDA_VISIBLE_DEVICES=$device PYTHONUNBUFFERED=1 exec "${session[@]}" "${agent[@]}" >"$log" 2>&1
+    ) &
     pids+=($!)
 done
 [[ $dry_run -eq 1 ]] && exit 0
@@ -208,6 +263,10 @@ for pid in "${pids[@]}"; do
         failed=1
     fi
 done
+if [[ $preempting -eq 1 ]]; then
+    echo "[run_agent] preempted: trials given back, to resume from their checkpoints" >&2
+    exit 75
+fi
 if [[ $stopping -eq 1 ]]; then
     exit 130
 fi

@@ -20,6 +20,13 @@ diverged; 2 = FAIL, config error; 75 = preempted: given back and retried (up to 
 ``max_retries``); anything else = FAIL, crashed (out-of-memory named when the log says so).
 None of them stops the agent.
 
+Preemption. SIGUSR1 (a scheduler's warning, passed on by ``run_agent.sh`` or the batch
+script) goes on to the running trial, which checkpoints and exits 75; the agent gives the
+trial back as preempted and exits without claiming another. A preemption the agent passed
+on is the scheduler's doing and costs the slot no retry; an exit 75 nobody announced still
+counts toward ``max_retries``. The trial is retried under the same run id and resumes from
+its checkpoint, on whichever agent claims it next.
+
 Stopping. SIGTERM or SIGINT stops the agent at any moment: waiting for the claim lock, waiting
 between trials or for the fork server's imports, the wait is cut short; a running trial gets
 SIGTERM (a second signal: SIGKILL at once), then SIGKILL after the kill delay if it is still
@@ -59,6 +66,7 @@ from sweeper.validate import is_trainer_command
 POLL_SECONDS = 0.5
 IDLE_SECONDS = 2.0  # between checks while other agents finish the last trials
 KILL_DELAY = 30.0  # seconds from SIGTERM to SIGKILL, as wandb agent's WANDB_AGENT_KILL_DELAY
+SAME_SIGNAL_SECONDS = 1.0  # stop signals this close together count as one
 REASONS = {EXIT_DIVERGED: "diverged", USER_ERROR_EXIT: "config error"}
 
 
@@ -174,6 +182,8 @@ class Agent:
         self.server: ForkServer | None = None
         self.child: Child | None = None
         self.stopping, self.stop_signal = False, 0
+        self.preempting = False
+        self._signal_at = 0.0
         self.cwd = os.getcwd()
         self._interruptible = False
         self._term_at: float | None = None  # when the running trial got SIGTERM
@@ -183,10 +193,22 @@ class Agent:
 
     # --- signals: stop the current trial cleanly, give it back, exit -------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        again = self.stopping
+        # A scheduler's cancel signals every process of the job at once, so the copy that
+        # run_agent.sh passes on arrives together with the agent's own: not a second signal.
+        now = time.monotonic()
+        again = self.stopping and now - self._signal_at > SAME_SIGNAL_SECONDS
+        if not self.stopping:
+            self._signal_at = now
+        if signum == signal.SIGUSR1:
+            if self.stopping:
+                return  # already preempting (or stopping): the trial has its signal
+            self.preempting = True
         self.stopping, self.stop_signal = True, signum
         if self.child is not None:
-            self._stop_child(signal.SIGKILL if again else signal.SIGTERM)
+            if signum == signal.SIGUSR1:
+                self._stop_child(signal.SIGUSR1)
+            else:
+                self._stop_child(signal.SIGKILL if again else signal.SIGTERM)
         if self._interruptible:
             self._interruptible = False
             raise Stopped
@@ -211,7 +233,7 @@ class Agent:
         child.signal(sig)
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         ran = 0
         try:
@@ -290,7 +312,7 @@ class Agent:
                     return
                 self.child = self._start(command, env, log)
                 if self.stopping or self._lost is not None:  # while it started
-                    self._stop_child(signal.SIGTERM)
+                    self._stop_child(signal.SIGUSR1 if self.preempting else signal.SIGTERM)
                 code, pruned, reported = self._watch(trial, run_dir)
             except Stopped:
                 self._give_back(trial, run_id)
@@ -360,8 +382,9 @@ class Agent:
             code = child.wait(timeout=POLL_SECONDS)
             if self.stopping and not announced:
                 announced = True
+                sent = "SIGUSR1 (preemption)" if self.preempting else "SIGTERM"
                 self.say(
-                    f"trial {trial.number}: stopping (signal {self.stop_signal}): SIGTERM sent, "
+                    f"trial {trial.number}: stopping (signal {self.stop_signal}): {sent} sent, "
                     f"SIGKILL after {self.kill_delay:g} s or at a second signal"
                 )
             for epoch, value in runs.epoch_values(run_dir, sweep.metric, sweep.goal):
@@ -405,6 +428,13 @@ class Agent:
             self.say(
                 f"trial {trial.number} run {run_id}: taken over by another agent "
                 f"({self._lost}); stopped its process (exit {code}), going on"
+            )
+            return
+        if self.preempting and code == EXIT_PREEMPTED and not pruned:
+            st.mark_preempted(sweep, trial._trial_id)
+            self.say(
+                f"trial {trial.number} run {run_id}: preempted (exit {code}, announced), "
+                "given back; it resumes from its checkpoint"
             )
             return
         if self.stopping and not pruned:

@@ -91,6 +91,9 @@ def _send(message: dict) -> None:
 
 def serve() -> None:
     die_with_parent()
+    # A scheduler's preemption warning may reach every process of the job (scancel --full):
+    # the server must outlive it; its children (the trainer) install their own handler.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     for name in PRELOAD:
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)

@@ -57,9 +57,10 @@ then re-enqueued once with the same parameters (``retry_of`` = its number) and t
 id, so the trainer resumes from its checkpoint.
 
 Bounded faults. A slot is retried after at most ``max_retries`` faults (lost or preempted
-trials; a trial given back by an agent that was told to stop is not a fault of the trial). The
-next fault ends the slot: FAIL, counted, with a ``reason`` that says so. ``heartbeat``,
-``grace`` and ``max_retries`` belong to the sweep (set by ``create``), so every agent agrees.
+trials; a trial given back by an agent that was told to stop, or preempted after its agent
+announced it, is not a fault of the trial). The next fault ends the slot: FAIL, counted,
+with a ``reason`` that says so. ``heartbeat``, ``grace`` and ``max_retries`` belong to the
+sweep (set by ``create``), so every agent agrees.
 
 Accounting, the same on every storage. The budget (``run_cap``, or the grid's points) counts
 *slots*: the original trials. A lost trial hands its slot to its retry, so each slot ends in
@@ -118,6 +119,7 @@ LOST = "lost"
 VOID = "void"
 FAULTS = "faults"  # faults (lost or preempted trials) of the slot before this trial
 GIVEN_BACK = "given_back"  # lost because its agent was stopped: not a fault of the trial
+PREEMPTED = "preempted"  # given back after a preemption its agent announced: not a fault
 GAVE_UP = "gave_up"  # the slot's last fault, after max_retries retries: counted as FAIL
 RUN_FOLDER = "run_folder"  # absolute path of the trial's run folder, seen from its owner
 ENGINE = "engine"  # study attr: the sweep's heartbeat, grace and max_retries
@@ -644,6 +646,17 @@ def mark_lost(sweep: Sweep, trial_id: int, reason: str, fault: bool = True) -> b
     if not fault:
         attrs[GIVEN_BACK] = True
     return _fail_with(sweep, trial_id, attrs)
+
+
+def mark_preempted(sweep: Sweep, trial_id: int) -> bool:
+    """An announced preemption: the agent got the scheduler's signal and passed it on, so the
+    trial's exit 75 is the scheduler's doing and costs the slot no retry (a long run on a
+    preemptible partition may be preempted many times). An unannounced exit 75 is a fault."""
+    try:
+        sweep.study._storage.set_trial_user_attr(trial_id, PREEMPTED, True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return mark_lost(sweep, trial_id, "preempted (announced)", fault=False)
 
 
 def void(sweep: Sweep, trial_id: int, reason: str) -> None:

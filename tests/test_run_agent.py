@@ -14,8 +14,16 @@ from sweep_helpers import RUN_AGENT, env, read_ledger, trials, trivial_sweep, wa
 from sweeper import store
 
 
-def run_agent(tmp_path: Path, *args: str, path_prefix: Path | None = None, **kw):
-    e = env(tmp_path)
+def run_agent(
+    tmp_path: Path,
+    *args: str,
+    path_prefix: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    **kw,
+):
+    e = env(tmp_path, **(extra_env or {}))
+    e.pop("CUDA_VISIBLE_DEVICES", None)
+    e.update(extra_env or {})
     if path_prefix is not None:
         e["PATH"] = f"{path_prefix}{os.pathsep}{e['PATH']}"
     return subprocess.run(
@@ -92,6 +100,68 @@ def test_dry_run_defaults_to_every_gpu_nvidia_smi_lists(tmp_path):
     assert len(launches(no_gpu.stdout)) == 1 and "(CPU)" in no_gpu.stdout
 
 
+MIGS = [
+    "MIG-1a2b3c4d-0000-1111-2222-333344445555",
+    "MIG-9f8e7d6c-0000-1111-2222-333344445555",
+]
+
+
+@pytest.mark.parametrize(
+    ("inherited", "args", "devices"),
+    [
+        ("2,3", [], ["2", "3"]),
+        ("2,3", ["--agents-per-gpu", "2"], ["2", "2", "3", "3"]),
+        (",".join(MIGS), [], MIGS),
+        (
+            "GPU-0f1e2d3c-aaaa-bbbb-cccc-ddddeeeeffff",
+            ["--agents", "2"],
+            ["GPU-0f1e2d3c-aaaa-bbbb-cccc-ddddeeeeffff"] * 2,
+        ),
+        ("", [], [""]),
+    ],
+)
+def test_inherited_cuda_visible_devices_are_the_only_gpus_used(tmp_path, inherited, args, devices):
+    """A scheduler's job sees its own GPUs in CUDA_VISIBLE_DEVICES while nvidia-smi lists all
+    eight: the agents get exactly the inherited ones."""
+    bin_dir = fake_nvidia_smi(tmp_path, gpus=8)
+    done = run_agent(
+        tmp_path,
+        "abcd1234",
+        *args,
+        "--dry-run",
+        path_prefix=bin_dir,
+        extra_env={"CUDA_VISIBLE_DEVICES": inherited},
+    )
+    assert done.returncode == 0, done.stderr
+    got = [
+        line.split("CUDA_VISIBLE_DEVICES=", 1)[1].split()[0] if "(CPU)" not in line else ""
+        for line in launches(done.stdout)
+    ]
+    assert got == devices
+    assert f"GPUs from the inherited CUDA_VISIBLE_DEVICES: {inherited or 'none'}" in done.stdout
+    given = run_agent(
+        tmp_path,
+        "abcd1234",
+        "--gpus",
+        "5",
+        "--dry-run",
+        path_prefix=bin_dir,
+        extra_env={"CUDA_VISIBLE_DEVICES": inherited},
+    )
+    assert [
+        line.split("CUDA_VISIBLE_DEVICES=", 1)[1].split()[0] for line in launches(given.stdout)
+    ] == ["5"], "--gpus wins"
+
+
+def test_garbled_inherited_cuda_visible_devices_is_one_line(tmp_path):
+    done = run_agent(
+        tmp_path, "abcd1234", "--dry-run", extra_env={"CUDA_VISIBLE_DEVICES": "0,,x y"}
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "inherited CUDA_VISIBLE_DEVICES=0,,x y" in line
+
+
 def test_dry_run_local_file_creates_then_runs(tmp_path):
     file = trivial_sweep(tmp_path, run_cap=2)
     done = run_agent(tmp_path, "--local", str(file), "--agents", "2", "--count", "1", "--dry-run")
@@ -109,6 +179,7 @@ def test_dry_run_local_file_creates_then_runs(tmp_path):
         (["abcd1234", "--agents-per-gpu", "2"], "no GPU found"),
         (["abcd1234", "--count", "0"], "--count=0: must be a positive integer"),
         (["abcd1234", "--gpus", "a,b"], "--gpus=a,b: expected a list"),
+        (["abcd1234", "--gpus", "MIG-"], "--gpus=MIG-: expected a list"),
         (["abcd1234", "--frobnicate"], "unknown option --frobnicate"),
         (["--local", "missing.yaml"], "--local missing.yaml: no such file"),
         (["abcd1234", "--agents", "2", "--agents-per-gpu", "2"], "not both"),

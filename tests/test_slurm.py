@@ -1,0 +1,209 @@
+"""slurm/sweep.sbatch on a real one-node SLURM cluster (munge, slurmctld, slurmd started here)
+with the real trainer: a 2-task array runs a local sweep to its end, a task warned of its
+preemption (SIGUSR1 to its batch shell) gives its trial back and the requeued task resumes it
+from its checkpoint, every epoch once.
+
+Trainers hold mid-epoch (``trainer.hold``) so each signal lands where the test says, however
+loaded the machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import slurm_cluster
+from conftest import REPO
+from optuna.trial import TrialState
+from sweep_helpers import assert_accounted, assert_no_traceback, create, env, trials, wait_for
+from test_sweeper_trainer import TINY, tiny_sweep
+from trainer_helpers import hold_env, offline_runs
+
+from contract import metrics as m
+from contract import runs
+from sweeper import store
+from trainer import hold
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[dict[str, str]]:
+    why = slurm_cluster.missing()
+    if why:
+        pytest.skip(why)
+    with slurm_cluster.cluster() as cluster_env:
+        yield cluster_env
+
+
+def project(tmp_path: Path) -> None:
+    """The submit folder looks like the project's: its scripts, as the README runs them."""
+    (tmp_path / "run_agent.sh").symlink_to(REPO / "run_agent.sh")
+    (tmp_path / "slurm").symlink_to(REPO / "slurm")
+
+
+def slurm_run(slurm: dict[str, str], tmp_path: Path, *args: str, **extra: str) -> str:
+    done = subprocess.run(
+        list(args),
+        cwd=tmp_path,
+        env={**env(tmp_path, **extra), **slurm},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"{args}: {done.stderr}"
+    return done.stdout
+
+
+def queued(slurm, tmp_path, job: str) -> dict[str, str]:
+    """Array task -> state, for the tasks of ``job`` still in the queue."""
+    out = slurm_run(slurm, tmp_path, "squeue", "-h", "-r", "-j", job, "-o", "%i %T")
+    return dict(line.split() for line in out.splitlines())
+
+
+def run_of_task(tmp_path: Path, job: str, task: int) -> str | None:
+    """The run id the task's agent started last (from its log)."""
+    found = None
+    for log in (tmp_path / "logs" / f"slurm-{job}-{task}").glob("agent-*.log"):
+        for line in log.read_text().splitlines():
+            if line.startswith("[sweeper ") and " run " in line and line.rstrip().endswith("}"):
+                found = line.split(" run ", 1)[1].split()[0].rstrip(":")
+    return found
+
+
+def held(tmp_path: Path, run_id: str) -> bool:
+    return (runs.run_dir(tmp_path / "outputs", run_id) / hold.HELD).exists()
+
+
+def release(tmp_path: Path, run_id: str) -> None:
+    (runs.run_dir(tmp_path / "outputs", run_id) / hold.RELEASE).touch()
+
+
+@pytest.mark.slow
+def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
+    project(tmp_path)
+    max_epochs = 3
+    file = tiny_sweep(
+        tmp_path,
+        method="random",
+        run_cap=2,
+        parameters={
+            **TINY,
+            "lr": {"values": [1.0e-3, 3.0e-3]},
+            "max_epochs": {"value": max_epochs},
+        },
+    )
+    # No retry allowed: only an announced preemption, which costs none, lets the trial go on.
+    sweep_id = create(tmp_path, file, "--max-retries", "0")
+    hold_at = hold_env("step:3")  # 2 steps an epoch: mid-epoch 2, after epoch 1's row
+    job = slurm_run(
+        slurm, tmp_path,
+        "sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
+        "--output", str(tmp_path / "slurm-%A_%a.out"),
+        "slurm/sweep.sbatch", sweep_id, "--gpus", "none",
+        SWEEP_STAGGER="1", **hold_at,
+    ).strip()  # fmt: skip
+    try:
+        wait_for(
+            lambda: all((r := run_of_task(tmp_path, job, t)) and held(tmp_path, r) for t in (0, 1)),
+            300,
+            "both tasks' trials to hold mid-epoch 2",
+        )
+        preempted, other = run_of_task(tmp_path, job, 0), run_of_task(tmp_path, job, 1)
+        slurm_run(slurm, tmp_path, "scancel", "--batch", "--signal=USR1", f"{job}_0")
+        out0 = tmp_path / f"slurm-{job}_0.out"
+        wait_for(
+            lambda: out0.exists() and "run_agent.sh exited with status" in out0.read_text(),
+            120,
+            "task 0 to end after SIGUSR1",
+        )
+        first_end = out0.read_text()
+        states = [
+            (t.number, t.state.name, t.user_attrs.get("exit_code"))
+            for t in _trials(tmp_path, sweep_id)
+        ]
+        print("after SIGUSR1:", states)
+        wait_for(lambda: f"{job}_0" not in queued(slurm, tmp_path, job), 60, "task 0 to leave")
+        slurm_run(slurm, tmp_path, "scontrol", "requeue", f"{job}_0")
+        # A requeued job waits 2 minutes before it may start again: not what is tested here.
+        slurm_run(slurm, tmp_path, "scontrol", "update", f"JobId={job}_0", "StartTime=now")
+        wait_for(
+            lambda: any(
+                t.user_attrs.get("run_id") == preempted and t.state == TrialState.COMPLETE
+                for t in _trials(tmp_path, sweep_id)
+            ),
+            400,
+            "the requeued task to finish the preempted trial",
+        )
+        release(tmp_path, other)
+        wait_for(lambda: not queued(slurm, tmp_path, job), 300, "the array to end")
+    finally:
+        leftover = queued(slurm, tmp_path, job)
+        if leftover:
+            slurm_run(slurm, tmp_path, "scancel", job)
+
+    assert "run_agent.sh exited with status 75" in first_end, first_end
+    all_trials = _trials(tmp_path, sweep_id)
+    print("trials:", [(t.number, t.state.name, t.user_attrs) for t in all_trials])
+    assert_accounted(all_trials, budget=2)
+    (lost,) = [t for t in all_trials if store.is_lost(t)]
+    assert lost.user_attrs["run_id"] == preempted and lost.user_attrs.get(store.PREEMPTED)
+    (retry,) = [t for t in all_trials if t.user_attrs.get("retry_of") == lost.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_id"] == preempted
+    assert retry.user_attrs[store.FAULTS] == 0, "an announced preemption costs no retry"
+    folder = runs.run_dir(tmp_path / "outputs", preempted)
+    epochs = [json.loads(x)["epoch"] for x in (folder / runs.PROGRESS).read_text().splitlines()]
+    assert epochs == list(range(1, max_epochs + 1)), "every epoch exactly once"
+    pieces = offline_runs(tmp_path, preempted)
+    assert [p.exit_code for p in pieces] == [75, 0] and pieces[0].preempting
+    steps = [row[m.TRAIN_STEP] for p in pieces for row in p.rows_with(m.TRAIN_STEP)]
+    assert steps == list(range(steps[0], steps[0] + len(steps))), "train/step continuous"
+    assert len(steps) == max_epochs * 2
+    out0 = (tmp_path / f"slurm-{job}_0.out").read_text()
+    assert out0.count("[sweep.sbatch] job") == 2 and "(restart 1)" in out0
+    assert_no_traceback(*(tmp_path / "logs").rglob("*.log"))
+
+
+def _trials(tmp_path, sweep_id):
+    return trials(tmp_path, sweep_id)
+
+
+def readme_slurm_block() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("### SLURM cluster", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_slurm_recipe_runs_as_written(tmp_path):
+    """The README's recipe, with the shared folder in tmp_path: the sweep is created, the
+    sbatch line names this script and passes run_agent.sh options it takes, status answers."""
+    lines = [line.replace("/shared/", f"{tmp_path}/") for line in readme_slurm_block()]
+    create_line, sbatch_line = lines[0].split(), lines[1].split()
+    file = REPO / create_line[4]
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeper", "create", str(file), *create_line[5:]],
+        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sweep_id = done.stdout.strip()
+    script = sbatch_line.index("slurm/sweep.sbatch")
+    assert (REPO / sbatch_line[script]).exists()
+    assert sbatch_line[script + 1] == "ID"
+    options = sbatch_line[script + 2 :]
+    dry = subprocess.run(
+        [str(REPO / "run_agent.sh"), sweep_id, *options, "--dry-run"],
+        cwd=tmp_path, env=env(tmp_path, CUDA_VISIBLE_DEVICES="1"), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "agent 0 (GPU 1)" in dry.stdout
+    status_line = next(line for line in lines if line.startswith("python -m sweeper status"))
+    words = status_line.replace("ID", sweep_id).split()
+    done = subprocess.run(
+        [sys.executable, *words[1:]], cwd=tmp_path, env=env(tmp_path), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "budget" in done.stdout

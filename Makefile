@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/search_quality.py --keep outputs/bench/search_quality_table.json
 	$(BIN)/python bench/data_stream.py
 	$(BIN)/python bench/data_cache.py
+	$(BIN)/python bench/claim_latency.py
 
 clean:
 	rm -rf outputs reports logs

@@ -41,7 +41,8 @@ Without a claim lock (servers and the journal), two agents may ask at the same m
 order then decides, and every agent reads the same order: an original beyond the budget, a
 configuration an earlier trial holds while an untaken one remains, and a second retry of one
 trial are voided (``void`` attr, FAIL), never run and never counted; each agent checks its own
-claim before it runs it, and a reaper voids such a trial whose claimer died first.
+claim before it runs it, once the earlier trials' configurations are written (a trial exists
+before its parameters do), and a reaper voids such a trial whose claimer died first.
 
 Dead agents. Each RUNNING trial records its owner (``host:pid:start-time``) and its heartbeat.
 On the owner's host, liveness is the process itself: an owner whose pid still runs with the

@@ -160,10 +160,15 @@ fi
 # --- start, stop, wait -------------------------------------------------------------------------
 pids=()
 stopping=0
+terminating=0
 preempting=0
 
 # shellcheck disable=SC2329  # called by the trap below
 stop_agents() {
+    # A scheduler's cancel signals this script and its batch shell passes it on: two copies,
+    # the second already pending when the trap below ignores later ones.
+    [[ $terminating -eq 0 ]] || return 0
+    terminating=1
     stopping=1
     trap '' INT TERM
     echo "[run_agent] stopping ${#pids[@]} agent(s): ${pids[*]}" >&2

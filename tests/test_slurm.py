@@ -9,6 +9,7 @@ loaded the machine."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,9 +68,14 @@ def run_of_task(tmp_path: Path, job: str, task: int) -> str | None:
     found = None
     for log in (tmp_path / "logs" / f"slurm-{job}-{task}").glob("agent-*.log"):
         for line in log.read_text().splitlines():
-            if line.startswith("[sweeper ") and " run " in line and line.rstrip().endswith("}"):
-                found = line.split(" run ", 1)[1].split()[0].rstrip(":")
+            # A trial's start line, not the closing "best: trial N run ID {...}" line.
+            start = STARTED.match(line)
+            if start:
+                found = start[1]
     return found
+
+
+STARTED = re.compile(r"\[sweeper \S+\] trial \d+ run (\w+)(?: \(retry of trial \d+\))?: \{")
 
 
 def held(tmp_path: Path, run_id: str) -> bool:
@@ -207,3 +213,76 @@ def test_readme_slurm_recipe_runs_as_written(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "budget" in done.stdout
+
+
+@pytest.mark.slow
+def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, slurm):
+    """Plain scancel: SIGTERM to every process of the task at once (batch shell, run_agent.sh,
+    agent, fork server, trainer), then SIGKILL after KillWait. The trial is given back, not
+    lost, and the other task resumes it under the same run id."""
+    project(tmp_path)
+    max_epochs = 3
+    file = tiny_sweep(
+        tmp_path,
+        method="random",
+        run_cap=2,
+        parameters={
+            **TINY,
+            "lr": {"values": [1.0e-3, 3.0e-3]},
+            "max_epochs": {"value": max_epochs},
+        },
+    )
+    # No retry allowed: a trial given back by a stopped agent costs none, so it still runs.
+    sweep_id = create(tmp_path, file, "--max-retries", "0")
+    job = slurm_run(
+        slurm, tmp_path,
+        "sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
+        "--output", str(tmp_path / "slurm-%A_%a.out"),
+        "slurm/sweep.sbatch", sweep_id, "--gpus", "none",
+        SWEEP_STAGGER="1", **hold_env("step:3"),
+    ).strip()  # fmt: skip
+    try:
+        wait_for(
+            lambda: all((r := run_of_task(tmp_path, job, t)) and held(tmp_path, r) for t in (0, 1)),
+            300,
+            "both tasks' trials to hold mid-epoch 2",
+        )
+        cancelled, other = run_of_task(tmp_path, job, 0), run_of_task(tmp_path, job, 1)
+        slurm_run(slurm, tmp_path, "scancel", f"{job}_0")
+        wait_for(lambda: f"{job}_0" not in queued(slurm, tmp_path, job), 120, "task 0 to end")
+        after_cancel = {
+            t.number: (t.state.name, dict(t.user_attrs)) for t in _trials(tmp_path, sweep_id)
+        }
+        print("after scancel:", after_cancel)
+        release(tmp_path, other)
+
+        def resumed_done() -> bool:
+            # The retry may reach the hold point again (if it resumed before step 3): let it go.
+            if held(tmp_path, cancelled):
+                release(tmp_path, cancelled)
+            return not queued(slurm, tmp_path, job)
+
+        wait_for(resumed_done, 400, "task 1 to finish both trials and the array to end")
+    finally:
+        if queued(slurm, tmp_path, job):
+            slurm_run(slurm, tmp_path, "scancel", job)
+
+    all_trials = _trials(tmp_path, sweep_id)
+    print("trials:", [(t.number, t.state.name, t.user_attrs) for t in all_trials])
+    assert_accounted(all_trials, budget=2)
+    (given_back,) = [t for t in all_trials if store.is_lost(t)]
+    assert given_back.user_attrs["run_id"] == cancelled
+    (retry,) = [t for t in all_trials if t.user_attrs.get("retry_of") == given_back.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_id"] == cancelled
+    assert retry.user_attrs[store.FAULTS] == 0, "a trial given back costs no retry"
+    assert run_of_task(tmp_path, job, 1) == cancelled, "task 1 ran the retry last"
+    folder = runs.run_dir(tmp_path / "outputs", cancelled)
+    epochs = [json.loads(x)["epoch"] for x in (folder / runs.PROGRESS).read_text().splitlines()]
+    assert epochs == list(range(1, max_epochs + 1)), "every epoch exactly once"
+    out0 = (tmp_path / f"slurm-{job}_0.out").read_text()
+    assert out0.count("[sweep.sbatch] job") == 1, out0
+    assert out0.count("[run_agent] stopping") == 1, out0
+    log0 = next((tmp_path / "logs" / f"slurm-{job}-0").glob("agent-*.log")).read_text()
+    assert f"run {cancelled}: given back" in log0, log0
+    assert log0.count("stopping (signal") == 1, "one stop, however many copies of SIGTERM"
+    assert_no_traceback(*(tmp_path / "logs").rglob("*.log"))

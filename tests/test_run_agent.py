@@ -9,9 +9,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweep_helpers import RUN_AGENT, env, read_ledger, trials, trivial_sweep, wait_for
+from conftest import REPO
+from sweep_helpers import (
+    RUN_AGENT,
+    assert_no_traceback,
+    env,
+    read_ledger,
+    trials,
+    trivial_sweep,
+    wait_for,
+)
+from test_sweeper_trainer import TINY, tiny_sweep
+from trainer_helpers import hold_env
 
+from contract import metrics as m
+from contract import runs
 from sweeper import store
+from trainer import hold
 
 
 def run_agent(
@@ -240,3 +254,87 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+WBSTUB = REPO.parent / "shared" / "wbstub"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (WBSTUB / "wbstub.py").is_file(),
+    reason="the W&B backend stand-in ../shared/wbstub is not beside this clone",
+)
+def test_sigusr1_preempts_a_real_wandb_agent_trial_and_ends_the_agent_cleanly(tmp_path):
+    """SIGUSR1 to run_agent.sh with a real `wandb agent` (which forwards only SIGINT and
+    SIGTERM): the trainer checkpoints and exits 75, the agent itself survives USR1 (sent to it
+    too, as a scheduler signalling every process would) and ends cleanly on the SIGTERM that
+    follows. The stand-in does not requeue preempted runs, so the requeue is not tested here:
+    only what happens on this machine."""
+    sys.path.insert(0, str(WBSTUB))
+    try:
+        from wbstub import WandbStub
+    finally:
+        sys.path.remove(str(WBSTUB))
+    home = tmp_path / "home"
+    home.mkdir()
+    e = {k: v for k, v in env(tmp_path).items() if k not in ("WANDB_MODE", "CUDA_VISIBLE_DEVICES")}
+    file = tiny_sweep(
+        tmp_path,
+        method="random",
+        parameters={**TINY, "lr": {"values": [1.0e-3]}, "max_epochs": {"value": 3}},
+    )
+    with WandbStub() as stub:
+        e.update(stub.env(WANDB_CONFIG_DIR=str(home / "config"), HOME=str(home)))
+        made = subprocess.run(
+            ["wandb", "sweep", "--project", "proj", str(file)],
+            cwd=tmp_path, env={**e, "WANDB_SILENT": "false"}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        sweep_path = made.stderr.split("wandb agent ", 1)[1].split()[0]
+        proc = subprocess.Popen(
+            [str(RUN_AGENT), sweep_path, "--gpus", "none", "--count", "1"],
+            cwd=tmp_path,
+            env={**e, **hold_env("step:3")},  # 2 steps an epoch: mid-epoch 2
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            held = tmp_path / "outputs" / "runs"
+            wait_for(lambda: list(held.glob(f"*/{hold.HELD}")), 240, "the trial to hold")
+            folder = next(held.glob(f"*/{hold.HELD}")).parent
+            before = (folder / runs.LATEST).stat().st_mtime_ns  # epoch 1's
+            (agent,) = _children(proc.pid)
+            os.kill(agent, signal.SIGUSR1)  # what `scancel --full --signal=USR1` adds
+            proc.send_signal(signal.SIGUSR1)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        unknown = list(stub.unknown)
+    assert proc.returncode == 75, err
+    assert f"SIGUSR1: preempting 1 agent(s): {agent}" in err
+    assert "exited with status" not in err, "the wandb agent ended cleanly on SIGTERM"
+    record = runs.read_exit(folder)
+    assert record is not None and (record.status, record.exit_code) == (m.STATUS_PREEMPTED, 75)
+    assert f"SIGUSR1 to trainer pid {record.pid} (agent pid {agent})" in err
+    assert (folder / runs.LATEST).stat().st_mtime_ns > before, "checkpointed mid-epoch 2"
+    assert not unknown, unknown
+    logs = list((tmp_path / "logs").glob("agent-*.log"))
+    assert len(logs) == 1
+    assert_no_traceback(*logs)  # wandb agent writes the trainer's output there too

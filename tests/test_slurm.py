@@ -279,6 +279,11 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
     folder = runs.run_dir(tmp_path / "outputs", cancelled)
     epochs = [json.loads(x)["epoch"] for x in (folder / runs.PROGRESS).read_text().splitlines()]
     assert epochs == list(range(1, max_epochs + 1)), "every epoch exactly once"
+    # The cancel stops W&B's service with the trainer: the trainer still saves the step it
+    # reached (held at step 3, mid-epoch 2) and ends without a traceback.
+    trial_log = (folder / runs.TRIAL_LOG).read_text()
+    assert "Traceback" not in trial_log, trial_log
+    assert "resumed at epoch 2 step 3" in trial_log, trial_log
     out0 = (tmp_path / f"slurm-{job}_0.out").read_text()
     assert out0.count("[sweep.sbatch] job") == 1, out0
     assert out0.count("[run_agent] stopping") == 1, out0

@@ -78,6 +78,9 @@ class StepRows:
         self.values: list[dict[str, torch.Tensor]] = []
         self.triplets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_recon = math.nan
+        # Set by a stopping trainer: W&B's service may be gone already, since a scheduler's
+        # cancel signals every process of the job; the losses still reach the checkpoint.
+        self.stopping = False
 
     def add(
         self,
@@ -112,10 +115,17 @@ class StepRows:
                     original, recon = self.triplets[step]
                     what = f"{m.TRAIN_STEP} {step}"
                     payload[m.TRAIN_TRIPLETS] = triplet_image(original, recon, what)
-                self.run.log(payload)
+                self.log(payload)
             if not all(math.isfinite(v) for v in values.values()):
                 finite = False
                 break  # the diverged step is logged (so the curve shows it), nothing after it
         self.last_recon = recons[-1]
         self.steps, self.values, self.triplets = [], [], {}
         return recons, finite
+
+    def log(self, payload: dict) -> None:
+        try:
+            self.run.log(payload)
+        except OSError:
+            if not self.stopping:
+                raise  # a service lost in the middle of training is a crash

@@ -183,6 +183,14 @@ def run_locked(cfg: Config, folder: Path, signals: Signals) -> int:
     except UserError:
         wandb_run.finish(exit_code=USER_ERROR_EXIT)
         raise
+    except OSError:
+        if not signals.pending:
+            wandb_run.finish(exit_code=EXIT_CRASHED)
+            raise
+        # A scheduler's cancel signals every process of the job, W&B's service too: the stop's
+        # checkpoint is saved (the losses reach it first), and nothing more can reach W&B.
+        print(f"run {folder.name}: W&B's service was stopped with the job; checkpoint saved")
+        return EXIT_PREEMPTED if signals.preempt else EXIT_FINISHED
     except BaseException:
         wandb_run.finish(exit_code=EXIT_CRASHED)
         raise
@@ -431,6 +439,7 @@ def interrupt(s: State) -> bool:
     """A signal arrived mid-epoch: flush, then a checkpoint the restart resumes from (skipping
     the batches already done). False when a flushed loss is not finite."""
     close_bar(s)
+    s.rows.stopping = True
     if not flush(s):
         return False
     s.pos.epoch_seconds = time.perf_counter() - s.started

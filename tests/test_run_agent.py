@@ -219,6 +219,9 @@ def test_sigterm_or_ctrl_c_stops_its_agents_and_only_those(tmp_path, how):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a job in a terminal
+        # A terminal's job starts with SIGINT at its default, whatever this process inherited
+        # (a shell cannot trap a signal that was ignored when it started).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(lambda: len(read_ledger(tmp_path)) >= 2, 90, "both agents to start a trial")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+CRED_EXPIRE = 10  # seconds
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
 
 
@@ -95,7 +96,9 @@ def cluster() -> Iterator[dict[str, str]]:
                 f"SlurmctldHost={host}(127.0.0.1)",
                 "AuthType=auth/munge",
                 "CredType=cred/munge",
-                f"AuthInfo=socket={socket_path}",
+                # A requeued job may start again only once its old credential has expired
+                # (cred_expire, 120 s by default): short here, so a requeue is tested quickly.
+                f"AuthInfo=socket={socket_path},cred_expire={CRED_EXPIRE}",
                 "SlurmUser=root",
                 f"SlurmctldPort={_free_port()}",
                 f"SlurmdPort={_free_port()}",

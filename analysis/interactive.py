@@ -84,27 +84,41 @@ def _joined(runs: list[tuple[Judged, list[float | None], list[float | None]]]):
     return xs, ys, who
 
 
-def val_all(judged: list[Judged]) -> dict[str, Any] | None:
-    """Every run's validation loss, one trace per verdict: the legend hides or isolates one."""
-    data = []
+def _lines_by_verdict(judged: list[Judged], values, name, hover: str) -> list[dict[str, Any]]:
+    """One line trace per verdict holding every run of that verdict (``_joined``), for the
+    per-epoch ``values(j)`` of the runs that have any; ``name(verdict, n)`` labels it and
+    ``{verdict}`` in ``hover`` becomes the verdict."""
     names = {j.row["run_id"]: _label(j) for j in judged}
+    data = []
     for verdict in _verdicts(judged):
         runs = [
-            (j, j.curves.epochs, [_num(v) for v in j.curves.val])
+            (j, j.curves.epochs, numbers)
             for j in judged
-            if j.row["verdict"] == verdict and any(_num(v) is not None for v in j.curves.val)
+            if j.row["verdict"] == verdict
+            for numbers in [[_num(v) for v in values(j)]]
+            if any(v is not None for v in numbers)
         ]
         if not runs:
             continue
         xs, ys, who = _joined(runs)
         data.append({
-            "type": "scatter", "mode": "lines", "name": text(f"{verdict} ({len(runs)})"),
+            "type": "scatter", "mode": "lines", "name": text(name(verdict, len(runs))),
             "x": xs, "y": ys, "customdata": who,
             "text": [names[w] if w else None for w in who],
             "line": {"color": color(verdict), "width": 1},
-            "hovertemplate": "%{text}<br>epoch %{x}<br>" + M.VAL_RECON + " %{y:.4g}<extra>"
-            + text(verdict) + "</extra>",
+            "hovertemplate": hover.replace("{verdict}", text(verdict)),
         })  # fmt: skip
+    return data
+
+
+def val_all(judged: list[Judged]) -> dict[str, Any] | None:
+    """Every run's validation loss, one trace per verdict: the legend hides or isolates one."""
+    data = _lines_by_verdict(
+        judged,
+        lambda j: j.curves.val,
+        lambda verdict, n: f"{verdict} ({n})",
+        "%{text}<br>epoch %{x}<br>" + M.VAL_RECON + " %{y:.4g}<extra>{verdict}</extra>",
+    )
     if not data:
         return None
     return {
@@ -315,23 +329,12 @@ def params_vs_loss(judged: list[Judged], params: list[str]) -> dict[str, Any] | 
 
 def time_per_epoch(judged: list[Judged]) -> dict[str, Any] | None:
     """Every run's time per epoch, a trace per verdict; the flagged slowdowns marked."""
-    names = {j.row["run_id"]: _label(j) for j in judged}
-    data = []
-    for verdict in _verdicts(judged):
-        runs = [
-            (j, j.curves.epochs, [_num(t) for t in j.curves.times])
-            for j in judged
-            if j.row["verdict"] == verdict and any(_num(t) is not None for t in j.curves.times)
-        ]
-        if not runs:
-            continue
-        xs, ys, who = _joined(runs)
-        data.append({
-            "type": "scatter", "mode": "lines", "name": text(verdict), "x": xs, "y": ys,
-            "customdata": who, "text": [names[w] if w else None for w in who],
-            "line": {"color": color(verdict), "width": 1},
-            "hovertemplate": "%{text}<br>epoch %{x}<br>%{y:.3g} s<extra></extra>",
-        })  # fmt: skip
+    data = _lines_by_verdict(
+        judged,
+        lambda j: j.curves.times,
+        lambda verdict, n: verdict,
+        "%{text}<br>epoch %{x}<br>%{y:.3g} s<extra></extra>",
+    )
     if not data:
         return None
     slow = [(j, s) for j in judged for s in j.row["slow_epochs"]]

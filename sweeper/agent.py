@@ -29,8 +29,9 @@ its checkpoint, on whichever agent claims it next.
 
 Stopping. SIGTERM or SIGINT stops the agent at any moment: waiting for the claim lock, waiting
 between trials or for the fork server's imports, the wait is cut short; a running trial gets
-SIGTERM (a second signal: SIGKILL at once), then SIGKILL after the kill delay if it is still
-there. Either way its trial is given back at once, for the next agent. A trial that another
+SIGTERM (a second Ctrl-C: SIGKILL at once), then SIGKILL after the kill delay if it is still
+there. More SIGTERMs change nothing: a scheduler's cancel reaches the agent several times (its
+own copy, run_agent.sh's, the batch script's), however late, and escalates itself. Either way its trial is given back at once, for the next agent. A trial that another
 agent took over (its heartbeats looked dead from another host) is stopped the same way when
 its owner notices, at its next heartbeat or report; the owner says so in one line and goes on.
 """
@@ -66,7 +67,7 @@ from sweeper.validate import is_trainer_command
 POLL_SECONDS = 0.5
 IDLE_SECONDS = 2.0  # between checks while other agents finish the last trials
 KILL_DELAY = 30.0  # seconds from SIGTERM to SIGKILL, as wandb agent's WANDB_AGENT_KILL_DELAY
-SAME_SIGNAL_SECONDS = 1.0  # stop signals this close together count as one
+SAME_SIGNAL_SECONDS = 1.0  # a Ctrl-C this close to the first stop signal is the same one
 REASONS = {EXIT_DIVERGED: "diverged", USER_ERROR_EXIT: "config error"}
 
 
@@ -193,10 +194,15 @@ class Agent:
 
     # --- signals: stop the current trial cleanly, give it back, exit -------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        # A scheduler's cancel signals every process of the job at once, so the copy that
-        # run_agent.sh passes on arrives together with the agent's own: not a second signal.
+        # Only a person's second Ctrl-C kills the trial at once. A scheduler's cancel signals
+        # every process of the job at once, so SIGTERM also comes again from run_agent.sh (and a
+        # Ctrl-C's SIGINT with it), as late as a loaded machine makes it: never a second signal.
         now = time.monotonic()
-        again = self.stopping and now - self._signal_at > SAME_SIGNAL_SECONDS
+        again = (
+            self.stopping
+            and signum == signal.SIGINT
+            and now - self._signal_at > SAME_SIGNAL_SECONDS
+        )
         if not self.stopping:
             self._signal_at = now
         if signum == signal.SIGUSR1:
@@ -385,7 +391,7 @@ class Agent:
                 sent = "SIGUSR1 (preemption)" if self.preempting else "SIGTERM"
                 self.say(
                     f"trial {trial.number}: stopping (signal {self.stop_signal}): {sent} sent, "
-                    f"SIGKILL after {self.kill_delay:g} s or at a second signal"
+                    f"SIGKILL after {self.kill_delay:g} s or at a second Ctrl-C"
                 )
             for epoch, value in runs.epoch_values(run_dir, sweep.metric, sweep.goal):
                 if epoch in reported:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,11 +88,17 @@ def release(tmp_path: Path, run_id: str) -> None:
     (runs.run_dir(tmp_path / "outputs", run_id) / hold.RELEASE).touch()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
+MAX_EPOCHS = 3
+
+
+@contextmanager
+def held_array(tmp_path: Path, slurm: dict[str, str]) -> Iterator[tuple[str, str, str, str]]:
+    """A local sweep of 2 trials (3 epochs each, no retry allowed: only a trial given back, which
+    costs none, can go on) run by a 2-task array of slurm/sweep.sbatch, both trials held at
+    step 3 (2 steps an epoch: mid-epoch 2, after epoch 1's row). Yields the sweep id, the job
+    id and the run ids of task 0 and task 1. A failure inside prints the queue, the logs and the
+    trials; what is still queued at the end is cancelled."""
     project(tmp_path)
-    max_epochs = 3
     file = tiny_sweep(
         tmp_path,
         method="random",
@@ -99,18 +106,16 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
         parameters={
             **TINY,
             "lr": {"values": [1.0e-3, 3.0e-3]},
-            "max_epochs": {"value": max_epochs},
+            "max_epochs": {"value": MAX_EPOCHS},
         },
     )
-    # No retry allowed: only an announced preemption, which costs none, lets the trial go on.
     sweep_id = create(tmp_path, file, "--max-retries", "0")
-    hold_at = hold_env("step:3")  # 2 steps an epoch: mid-epoch 2, after epoch 1's row
     job = slurm_run(
         slurm, tmp_path,
         "sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
         "--output", str(tmp_path / "slurm-%A_%a.out"),
         "slurm/sweep.sbatch", sweep_id, "--gpus", "none",
-        SWEEP_STAGGER="1", **hold_at,
+        SWEEP_STAGGER="1", **hold_env("step:3"),
     ).strip()  # fmt: skip
     try:
         wait_for(
@@ -118,7 +123,19 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
             300,
             "both tasks' trials to hold mid-epoch 2",
         )
-        preempted, other = run_of_task(tmp_path, job, 0), run_of_task(tmp_path, job, 1)
+        yield sweep_id, job, run_of_task(tmp_path, job, 0), run_of_task(tmp_path, job, 1)
+    except Exception:
+        _dump(slurm, tmp_path, job, sweep_id)
+        raise
+    finally:
+        if queued(slurm, tmp_path, job):
+            slurm_run(slurm, tmp_path, "scancel", job)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
+    with held_array(tmp_path, slurm) as (sweep_id, job, preempted, other):
         slurm_run(slurm, tmp_path, "scancel", "--batch", "--signal=USR1", f"{job}_0")
         out0 = tmp_path / f"slurm-{job}_0.out"
         wait_for(
@@ -143,17 +160,9 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
                 for t in _trials(tmp_path, sweep_id)
             )
 
-        try:
-            wait_for(resumed, 400, "the requeued task to finish the preempted trial", every=1.0)
-        except AssertionError:
-            _dump(slurm, tmp_path, job, sweep_id)
-            raise
+        wait_for(resumed, 400, "the requeued task to finish the preempted trial", every=1.0)
         release(tmp_path, other)
         wait_for(lambda: not queued(slurm, tmp_path, job), 300, "the array to end")
-    finally:
-        leftover = queued(slurm, tmp_path, job)
-        if leftover:
-            slurm_run(slurm, tmp_path, "scancel", job)
 
     assert "run_agent.sh exited with status 75" in first_end, first_end
     all_trials = _trials(tmp_path, sweep_id)
@@ -166,12 +175,12 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
     assert retry.user_attrs[store.FAULTS] == 0, "an announced preemption costs no retry"
     folder = runs.run_dir(tmp_path / "outputs", preempted)
     epochs = [json.loads(x)["epoch"] for x in (folder / runs.PROGRESS).read_text().splitlines()]
-    assert epochs == list(range(1, max_epochs + 1)), "every epoch exactly once"
+    assert epochs == list(range(1, MAX_EPOCHS + 1)), "every epoch exactly once"
     pieces = offline_runs(tmp_path, preempted)
     assert [p.exit_code for p in pieces] == [75, 0] and pieces[0].preempting
     steps = [row[m.TRAIN_STEP] for p in pieces for row in p.rows_with(m.TRAIN_STEP)]
     assert steps == list(range(steps[0], steps[0] + len(steps))), "train/step continuous"
-    assert len(steps) == max_epochs * 2
+    assert len(steps) == MAX_EPOCHS * 2
     out0 = (tmp_path / f"slurm-{job}_0.out").read_text()
     assert out0.count("[sweep.sbatch] job") == 2 and "(restart 1)" in out0
     assert_no_traceback(*(tmp_path / "logs").rglob("*.log"))
@@ -239,34 +248,7 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
     """Plain scancel: SIGTERM to every process of the task at once (batch shell, run_agent.sh,
     agent, fork server, trainer), then SIGKILL after KillWait. The trial is given back, not
     lost, and the other task resumes it under the same run id."""
-    project(tmp_path)
-    max_epochs = 3
-    file = tiny_sweep(
-        tmp_path,
-        method="random",
-        run_cap=2,
-        parameters={
-            **TINY,
-            "lr": {"values": [1.0e-3, 3.0e-3]},
-            "max_epochs": {"value": max_epochs},
-        },
-    )
-    # No retry allowed: a trial given back by a stopped agent costs none, so it still runs.
-    sweep_id = create(tmp_path, file, "--max-retries", "0")
-    job = slurm_run(
-        slurm, tmp_path,
-        "sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
-        "--output", str(tmp_path / "slurm-%A_%a.out"),
-        "slurm/sweep.sbatch", sweep_id, "--gpus", "none",
-        SWEEP_STAGGER="1", **hold_env("step:3"),
-    ).strip()  # fmt: skip
-    try:
-        wait_for(
-            lambda: all((r := run_of_task(tmp_path, job, t)) and held(tmp_path, r) for t in (0, 1)),
-            300,
-            "both tasks' trials to hold mid-epoch 2",
-        )
-        cancelled, other = run_of_task(tmp_path, job, 0), run_of_task(tmp_path, job, 1)
+    with held_array(tmp_path, slurm) as (sweep_id, job, cancelled, other):
         slurm_run(slurm, tmp_path, "scancel", f"{job}_0")
         wait_for(lambda: f"{job}_0" not in queued(slurm, tmp_path, job), 120, "task 0 to end")
         after_cancel = {
@@ -281,14 +263,7 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
                 release(tmp_path, cancelled)
             return not queued(slurm, tmp_path, job)
 
-        try:
-            wait_for(resumed_done, 400, "task 1 to finish both trials and the array to end")
-        except AssertionError:
-            _dump(slurm, tmp_path, job, sweep_id)
-            raise
-    finally:
-        if queued(slurm, tmp_path, job):
-            slurm_run(slurm, tmp_path, "scancel", job)
+        wait_for(resumed_done, 400, "task 1 to finish both trials and the array to end")
 
     all_trials = _trials(tmp_path, sweep_id)
     print("trials:", [(t.number, t.state.name, t.user_attrs) for t in all_trials])
@@ -301,7 +276,7 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
     assert run_of_task(tmp_path, job, 1) == cancelled, "task 1 ran the retry last"
     folder = runs.run_dir(tmp_path / "outputs", cancelled)
     epochs = [json.loads(x)["epoch"] for x in (folder / runs.PROGRESS).read_text().splitlines()]
-    assert epochs == list(range(1, max_epochs + 1)), "every epoch exactly once"
+    assert epochs == list(range(1, MAX_EPOCHS + 1)), "every epoch exactly once"
     # The cancel stops W&B's service with the trainer: the trainer still saves the step it
     # reached (held at step 3, mid-epoch 2) and ends without a traceback.
     trial_log = (folder / runs.TRIAL_LOG).read_text()

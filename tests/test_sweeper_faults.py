@@ -266,34 +266,37 @@ def test_sigterm_during_the_fork_server_warm_up_gives_the_trial_back_at_once(tmp
     assert store.is_lost(given_back) and given_back.user_attrs["given_back"]
 
 
-@pytest.mark.parametrize("second_signal", [False, True])
-def test_a_trial_that_ignores_sigterm_is_killed(tmp_path, second_signal):
-    """After the kill delay, or at once on a second signal (the delay is then far away)."""
+@pytest.mark.parametrize("second", [None, signal.SIGTERM, signal.SIGINT])
+def test_a_trial_that_ignores_sigterm_is_killed(tmp_path, second):
+    """After the kill delay, or at once on a second Ctrl-C (the delay is then far away). A
+    second SIGTERM, as a scheduler's cancel sends, changes nothing: the delay still runs."""
     hold = tmp_path / "hold"
     hold.touch()
     file = trivial_sweep(tmp_path, run_cap=1, sleep=0.01, hold=str(hold), ignore_term=True)
     sweep_id = create(tmp_path, file)
     log = tmp_path / "agent.log"
-    delay = "600" if second_signal else "1"
+    delay = {None: "1", signal.SIGTERM: "3", signal.SIGINT: "600"}[second]
     agent = start_agent(tmp_path, sweep_id, log, WANDB_AGENT_KILL_DELAY=delay)
     try:
         wait_for(lambda: read_ledger(tmp_path), 60, "the trial to start")
         agent.send_signal(signal.SIGTERM)
-        wait_for_line(log, f"SIGKILL after {delay} s or at a second signal", 60)
-        if second_signal:
-            # Stop signals closer together than this are one (a scheduler's cancel reaches the
-            # agent twice at once); waiting past the window makes this one a second signal
-            # however slow the machine: the first was handled before the line was written.
+        wait_for_line(log, f"SIGKILL after {delay} s or at a second Ctrl-C", 60)
+        if second:
+            # A Ctrl-C this close to the first signal is the same one (SIGINT and SIGTERM reach
+            # the agent together from a terminal and run_agent.sh); waiting past the window
+            # makes it a second one however slow the machine: the first was handled before the
+            # line was written.
             time.sleep(agent_mod.SAME_SIGNAL_SECONDS + 0.1)
-            agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=60) == 128 + signal.SIGTERM
+            agent.send_signal(second)
+        assert agent.wait(timeout=60) == 128 + (second or signal.SIGTERM)
     finally:
         stop(agent)
     (row,) = read_ledger(tmp_path)
     with pytest.raises(ProcessLookupError):
         os.kill(row["pid"], 0)
     text = log.read_text()
-    assert ("still running 1 s after SIGTERM, killing it (SIGKILL)" in text) != second_signal
+    killed_late = f"still running {delay} s after SIGTERM, killing it (SIGKILL)" in text
+    assert killed_late == (second != signal.SIGINT)
     assert "given back (agent stopped)" in text
     (given_back,) = trials(tmp_path, sweep_id)
     assert store.is_lost(given_back)

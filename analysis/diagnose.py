@@ -592,6 +592,13 @@ def _read_curve(
             "high, but too few epochs to tell whether val has plateaued"
             f" (a fall of {_pct(th.slow_drop)} or more over the tail cannot be ruled out)"
         )
+    elif slow and not th.baseline and not (context.best and context.runs >= 2):
+        # Converged, or stuck at a capacity limit: alone, nothing tells the two apart.
+        numbers["plateau_unjudged"] = True
+        why.append(
+            "val has plateaued at a level nothing here shows to be high: runs of a larger model"
+            " on the same data in the sweep, or --baseline, tell convergence from a capacity limit"
+        )
     return Verdict("good", why, numbers)
 
 

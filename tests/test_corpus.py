@@ -102,6 +102,12 @@ def test_capacity_limited_runs_alone_are_underfitting_against_a_baseline() -> No
         assert j.row["verdict"] == "underfitting", j.row["reasons"]
         assert any("widen channels" in r for r in j.row["remedies"]), j.row["remedies"]
         assert not any("lr" in r or "kl_weight" in r for r in j.row["remedies"])
+        # Alone, with nothing to be high against: underfitting, or good saying that its
+        # plateau could not be judged, never a silent good.
+        (j,) = judge([e.record], Thresholds())
+        assert j.row["verdict"] == "underfitting" or any(
+            "nothing here shows to be high" in r for r in j.row["reasons"]
+        ), j.row["reasons"]
 
 
 def kl_changes(remedies: list[str]) -> list[tuple[float, float]]:

@@ -192,25 +192,31 @@ trainers_of() {
     return 0
 }
 
+# shellcheck disable=SC2329  # called by preempt_agents and the start loop
+preempt_agent() {
+    local trainer
+    if [[ "$sweep_id" == */* ]]; then
+        # wandb agent does not pass SIGUSR1 on: signal its trainers here, then stop it with
+        # SIGTERM (which it forwards; the trainer, already preempting, still exits 75).
+        for trainer in $(trainers_of "$1"); do
+            echo "[run_agent] SIGUSR1 to trainer pid $trainer (agent pid $1)" >&2
+            kill -USR1 "$trainer" 2>/dev/null || true
+        done
+        kill -TERM "$1" 2>/dev/null || true
+    else
+        kill -USR1 "$1" 2>/dev/null || true
+    fi
+}
+
 # shellcheck disable=SC2329  # called by the trap below
 preempt_agents() {
     [[ $stopping -eq 0 ]] || return 0
     stopping=1
     preempting=1
     echo "[run_agent] SIGUSR1: preempting ${#pids[@]} agent(s): ${pids[*]}" >&2
-    local pid trainer
+    local pid
     for pid in "${pids[@]}"; do
-        if [[ "$sweep_id" == */* ]]; then
-            # wandb agent does not pass SIGUSR1 on: signal its trainers here, then stop it with
-            # SIGTERM (which it forwards; the trainer, already preempting, still exits 75).
-            for trainer in $(trainers_of "$pid"); do
-                echo "[run_agent] SIGUSR1 to trainer pid $trainer (agent pid $pid)" >&2
-                kill -USR1 "$trainer" 2>/dev/null || true
-            done
-            kill -TERM "$pid" 2>/dev/null || true
-        else
-            kill -USR1 "$pid" 2>/dev/null || true
-        fi
+        preempt_agent "$pid"
     done
 }
 trap preempt_agents USR1
@@ -252,17 +258,24 @@ for i in "${!devices[@]}"; do
         CUDA_VISIBLE_DEVICES=$device PYTHONUNBUFFERED=1 exec "${session[@]}" "${agent[@]}" >"$log" 2>&1
     ) &
     pids+=($!)
+    # A signal trapped between the start above and the line before missed this agent.
+    if [[ $preempting -eq 1 ]]; then
+        preempt_agent "$!"
+    elif [[ $terminating -eq 1 ]]; then
+        kill -TERM "$!" 2>/dev/null || true
+    fi
 done
 [[ $dry_run -eq 1 ]] && exit 0
 
 failed=0
 for pid in "${pids[@]}"; do
-    # wait returns early when a trapped signal arrives: wait again until the agent has ended.
-    while true; do
-        status=0
-        wait "$pid" || status=$?
-        kill -0 "$pid" 2>/dev/null || break
+    # wait returns early when a trapped signal arrives: wait again until the agent has ended,
+    # then once more for its own status (bash keeps it), not the signal's.
+    while kill -0 "$pid" 2>/dev/null; do
+        wait "$pid" || true
     done
+    status=0
+    wait "$pid" || status=$?
     if [[ $status -ne 0 ]]; then
         echo "[run_agent] agent pid $pid exited with status $status" >&2
         failed=1

@@ -60,6 +60,7 @@ from optuna.trial import TrialState
 from contract import metrics, runs
 from contract.config import DEFAULTS
 from contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, USER_ERROR_EXIT, UserError
+from sweeper import startup
 from sweeper import store as st
 from sweeper.forkserver import Child, ForkServer, spawn
 from sweeper.validate import is_trainer_command
@@ -241,6 +242,8 @@ class Agent:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
+        if startup.preempted:  # warned while it started: it claims nothing
+            self._on_signal(signal.SIGUSR1, None)
         ran = 0
         try:
             while not self.stopping and (self.count is None or ran < self.count):
@@ -415,6 +418,10 @@ class Agent:
                     self._stop_child(signal.SIGTERM)
             if code is not None:
                 return code, pruned, list(reported.values())
+            if self.preempting and not killed:
+                # Again at every poll: a trainer from the fork server ignores SIGUSR1 until its
+                # handler is installed, and one warning that landed before would be lost.
+                child.signal(signal.SIGUSR1)
             overdue = (
                 self._term_at is not None and time.monotonic() - self._term_at > self.kill_delay
             )
@@ -436,6 +443,8 @@ class Agent:
                 f"({self._lost}); stopped its process (exit {code}), going on"
             )
             return
+        # A trainer that trained every epoch and exited 0 finished, whatever stop came after.
+        complete = code == 0 and trained_every_epoch(log.parent)
         if self.preempting and code == EXIT_PREEMPTED and not pruned:
             st.mark_preempted(sweep, trial._trial_id)
             self.say(
@@ -443,11 +452,11 @@ class Agent:
                 "given back; it resumes from its checkpoint"
             )
             return
-        if self.stopping and not pruned:
+        if self.stopping and not pruned and not complete:
             # Interrupted by the user: give the trial back, the next agent runs it again.
             self._give_back(trial, run_id)
             return
-        if code == EXIT_PREEMPTED:
+        if code == EXIT_PREEMPTED and not pruned:  # a preemption nobody announced: a fault
             st.mark_lost(sweep, trial._trial_id, "preempted (exit 75)")
             ended = sweep.study._storage.get_trial(trial._trial_id)
             if st.is_gave_up(ended):
@@ -455,8 +464,8 @@ class Agent:
             else:
                 self.say(f"trial {trial.number} run {run_id}: preempted, it will be retried")
             return
-        if pruned and code == 0 and trained_every_epoch(log.parent):
-            # The stop decision came after the trainer's last epoch: it cut nothing short.
+        if complete and (pruned or self.stopping):
+            # The stop came after the trainer's last epoch: it cut nothing short.
             self.say(f"trial {trial.number}: had trained every epoch before its stop: COMPLETE")
             pruned = False
         if pruned:

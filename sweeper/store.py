@@ -664,6 +664,25 @@ def void(sweep: Sweep, trial_id: int, reason: str) -> None:
     _fail_with(sweep, trial_id, {VOID: reason})
 
 
+def queued(t: FrozenTrial) -> bool:
+    """Taken from the queue, its configuration fixed: a grid point or a retry."""
+    return bool(t.user_attrs.get(GRID)) or RETRY_OF in t.user_attrs
+
+
+def fixed_config(t: FrozenTrial) -> dict[str, Any]:
+    """The configuration a trial runs: a queued trial's is fixed from the start, even before
+    its parameters are written."""
+    return {**t.system_attrs.get("fixed_params", {}), **t.params}
+
+
+def void_unrun(sweep: Sweep, t: FrozenTrial, reason: str) -> None:
+    """Void a trial that never ran. A queued one goes back in the queue as it was: nothing else
+    would ever ask for that grid point (or retry) again."""
+    if _fail_with(sweep, t._trial_id, {VOID: reason}) and queued(t):
+        keep = {k: t.user_attrs[k] for k in (GRID, RETRY_OF, FAULTS, RUN_ID) if k in t.user_attrs}
+        sweep.study.enqueue_trial(fixed_config(t), user_attrs=keep, skip_if_exists=False)
+
+
 def _trainer(folder: str | None) -> runs.Owner | None:
     """Who holds the run lock of this run folder, where this host can see the folder."""
     if not folder:
@@ -720,7 +739,7 @@ def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
         retry_attrs = {RETRY_OF: lost.number, FAULTS: faults_after(lost)}
         if lost.user_attrs.get(RUN_ID):
             retry_attrs[RUN_ID] = lost.user_attrs[RUN_ID]
-        sweep.study.enqueue_trial(lost.params, user_attrs=retry_attrs, skip_if_exists=False)
+        sweep.study.enqueue_trial(fixed_config(lost), user_attrs=retry_attrs, skip_if_exists=False)
     # Without a lock two reapers can retry one trial: keep the first retry only.
     seen: set[int] = set()
     for trial in sorted(tally(sweep).trials, key=lambda x: x.number):
@@ -743,12 +762,15 @@ def _lose(
     """Mark a dead agent's trial lost; without a claim lock, void it instead when its claimer
     died before it could see that the order made the trial a duplicate."""
     duplicate = None if serialised else _duplicate(sweep, t, everyone)
-    if duplicate is None and is_original(t) and not set(sweep.space.distributions) <= set(t.params):
-        # Died while asking: this configuration was never complete, never ran.
-        duplicate = "its agent died before its configuration was complete"
     if duplicate is not None:
         void(sweep, t._trial_id, duplicate)
         say(f"trial {t.number}: void ({duplicate}; {reason})")
+    elif is_original(t) and not set(sweep.space.distributions) <= set(t.params):
+        # Died while asking: this configuration was never complete, never ran.
+        why = "its agent died before its configuration was complete"
+        void_unrun(sweep, t, why)
+        again = ", back in the queue" if queued(t) else ""
+        say(f"trial {t.number}: void ({why}; {reason}){again}")
     elif mark_lost(sweep, t._trial_id, reason):
         say(f"trial {t.number} run {t.user_attrs.get(RUN_ID, '-')}: lost ({reason})")
 
@@ -772,7 +794,8 @@ def claim(
         try:
             duplicate = _settle(sweep, store, trial._trial_id)
         except BaseException:  # stopped while waiting: the trial never ran
-            void(sweep, trial._trial_id, "its agent was stopped while claiming it")
+            frozen = sweep.study._storage.get_trial(trial._trial_id)
+            void_unrun(sweep, frozen, "its agent was stopped while claiming it")
             raise
         if duplicate is not None:
             void(sweep, trial._trial_id, duplicate)
@@ -800,7 +823,8 @@ def _settle(sweep: Sweep, store: Store, trial_id: int) -> str | None:
             and t.state == TrialState.RUNNING
             and not names <= set(t.params)
         ]
-        if not asking or sweep.space.points is None:
+        # A queued trial's configuration was fixed when it was queued: nothing to wait for.
+        if not asking or sweep.space.points is None or queued(frozen):
             return _duplicate(sweep, frozen, everyone)
         if time.monotonic() > deadline:
             return f"trial {asking[0].number}, asked for earlier, has no configuration yet"

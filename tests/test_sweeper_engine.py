@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -190,3 +192,32 @@ def test_macros_render_exactly_as_wandb_agent_renders_them(tmp_path, monkeypatch
         "t.py",
         "--a=1",
     ]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_grid_point_whose_agent_died_while_asking_goes_back_in_the_queue(tmp_path, kind):
+    """Nothing else would ever ask for a grid point again: voided unrun, it is queued anew and
+    the grid still runs every point."""
+    file = trivial_sweep(tmp_path, run_cap=10, sleep=0.01)
+    cfg = yaml.safe_load(file.read_text())
+    cfg["method"] = "grid"
+    cfg["parameters"]["x"] = {"values": [0.1, 0.2]}
+    cfg["parameters"]["epochs"] = {"values": [1, 2]}
+    storage = storage_url(tmp_path, kind)
+    sweep_id = create(tmp_path, write_sweep(file, cfg), storage=storage)
+    # An agent that popped a grid point and died before its parameters were written.
+    sweep = store.load_sweep(store.open_store(storage), sweep_id)
+    asked = sweep.study.ask()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = store.my_owner_tag()
+    asked.set_user_attr(store.OWNER, f"{me.split(':')[0]}:{gone.pid}:{me.rsplit(':', 1)[1]}")
+    assert not asked.params
+
+    done = sweeper(tmp_path, "agent", sweep_id, storage=storage)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "back in the queue" in done.stdout + done.stderr
+    ran = trials(tmp_path, sweep_id, storage)
+    points = sorted((t.params["x"], t.params["epochs"]) for t in ran if store.is_counted(t))
+    assert points == [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2)]
+    assert sum(store.is_void(t) for t in ran) == 1

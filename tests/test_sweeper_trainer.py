@@ -7,13 +7,23 @@ one go on, so the second is still running when the agent decides, however loaded
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from sweep_helpers import RUN_AGENT, create, env, start_agent, sweeper, trials, write_sweep
+from sweep_helpers import (
+    RUN_AGENT,
+    create,
+    env,
+    start_agent,
+    sweeper,
+    trials,
+    wait_for,
+    write_sweep,
+)
 from trainer_helpers import hold_env, offline_runs
 
 from contract import metrics as m
@@ -163,3 +173,32 @@ def test_a_stop_decided_after_the_last_epoch_leaves_the_trial_complete(tmp_path)
     assert runs.read_exit(run_dir).status == m.STATUS_FINISHED
     (run,) = offline_runs(tmp_path, bad.user_attrs["run_id"])
     assert run.exit_code == 0 and run.summary[m.SUMMARY_STATUS] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["stop", "preempt"])
+def test_an_agent_stopped_after_its_trials_last_epoch_records_it_complete(tmp_path, sig):
+    # The trial is held after its last epoch, so the agent's signal finds it still running:
+    # it cut nothing short, so the trial is COMPLETE, not given back to be run again.
+    sweep_id = create(
+        tmp_path,
+        tiny_sweep(
+            tmp_path, method="random", run_cap=1, parameters={**TINY, "max_epochs": {"value": 2}}
+        ),
+    )
+    log = tmp_path / "agent.log"
+    proc = start_agent(tmp_path, sweep_id, log, **hold_env("epoch:2"))
+    try:
+        wait_for(lambda: any((tmp_path / "outputs" / "runs").glob(f"*/{hold.HELD}")), 300, "hold")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 128 + sig, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    (trial,) = trials(tmp_path, sweep_id)
+    assert trial.state == TrialState.COMPLETE, output
+    assert f"trial {trial.number}: had trained every epoch before its stop: COMPLETE" in output
+    run_dir = tmp_path / "outputs" / "runs" / trial.user_attrs["run_id"]
+    assert runs.read_exit(run_dir).status == m.STATUS_FINISHED

@@ -8,6 +8,7 @@ on a fixed [0, 1] scale, so they compare across epochs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,16 +72,17 @@ class StepRows:
     """Per-step losses (and the epoch's train triplet) kept on the device until ``flush``, so a
     step never waits on the host; one W&B row per step."""
 
-    def __init__(self, run: wandb.Run, log_from_step: int):
+    def __init__(self, run: wandb.Run, log_from_step: int, stopping: Callable[[], bool]):
         self.run = run
         self.log_from_step = log_from_step  # steps up to this one were logged by an earlier process
         self.steps: list[int] = []
         self.values: list[dict[str, torch.Tensor]] = []
         self.triplets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_recon = math.nan
-        # Set by a stopping trainer: W&B's service may be gone already, since a scheduler's
-        # cancel signals every process of the job; the losses still reach the checkpoint.
-        self.stopping = False
+        # True once the trainer got a stop signal: W&B's service may be gone already, since a
+        # scheduler's cancel signals every process of the job; the losses still reach the
+        # checkpoint the stop saves.
+        self.stopping = stopping
 
     def add(
         self,
@@ -126,6 +128,6 @@ class StepRows:
     def log(self, payload: dict) -> None:
         try:
             self.run.log(payload)
-        except OSError:
-            if not self.stopping:
+        except ConnectionError:  # what wandb raises once its service is gone
+            if not self.stopping():
                 raise  # a service lost in the middle of training is a crash

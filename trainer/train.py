@@ -183,13 +183,17 @@ def run_locked(cfg: Config, folder: Path, signals: Signals) -> int:
     except UserError:
         wandb_run.finish(exit_code=USER_ERROR_EXIT)
         raise
-    except OSError:
+    except ConnectionError:  # what wandb raises once its service is gone
         if not signals.pending:
             wandb_run.finish(exit_code=EXIT_CRASHED)
             raise
-        # A scheduler's cancel signals every process of the job, W&B's service too: the stop's
-        # checkpoint is saved (the losses reach it first), and nothing more can reach W&B.
-        print(f"run {folder.name}: W&B's service was stopped with the job; checkpoint saved")
+        # A scheduler's cancel signals every process of the job, W&B's service too. Rows logged
+        # after the signal are dropped (StepRows.log), so training still reached the stop's
+        # checkpoint unless this came from before it (setup) or after it (the summary).
+        print(
+            f"run {folder.name}: W&B's service was stopped with the job; the run resumes from"
+            " its last checkpoint"
+        )
         return EXIT_PREEMPTED if signals.preempt else EXIT_FINISHED
     except BaseException:
         wandb_run.finish(exit_code=EXIT_CRASHED)
@@ -330,7 +334,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         disc_optimizer=disc_optimizer,
         folder=folder,
         pos=pos,
-        rows=logger.StepRows(run, log_from_step=logged_step),
+        rows=logger.StepRows(run, log_from_step=logged_step, stopping=lambda: signals.pending),
         train_x=train_x,
         val_x=datasets.to_device(p.data.val, device),
         train_eval_x=datasets.spread_subset(
@@ -439,7 +443,6 @@ def interrupt(s: State) -> bool:
     """A signal arrived mid-epoch: flush, then a checkpoint the restart resumes from (skipping
     the batches already done). False when a flushed loss is not finite."""
     close_bar(s)
-    s.rows.stopping = True
     if not flush(s):
         return False
     s.pos.epoch_seconds = time.perf_counter() - s.started
@@ -463,7 +466,7 @@ def end_epoch(s: State) -> bool:
     pos.epoch, pos.batch, pos.epoch_seconds, pos.epoch_recon_sum = epoch, 0, 0.0, 0.0
     train_recon = s.epoch_recon / s.n_steps
     if epoch > s.logged_epoch:
-        s.run.log(
+        s.rows.log(
             {
                 m.EPOCH: epoch,
                 m.VAL_RECON: val_recon,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -201,6 +202,51 @@ def _dump(slurm, tmp_path, job, sweep_id) -> None:
 
 def _trials(tmp_path, sweep_id):
     return trials(tmp_path, sweep_id)
+
+
+def children(pid: int, name: str) -> list[int]:
+    """The live child processes of ``pid`` running the program ``name``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, fields = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        state, parent = fields.split()[:2]
+        if comm == name and state != "Z" and int(parent) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGUSR1, 75), (signal.SIGTERM, 0)], ids=["preempt", "cancel"]
+)
+def test_a_task_signalled_before_its_agents_start_starts_none(tmp_path, sig, code):
+    """A preemption warning (or a cancel) while the task waits its turn to start: no agent
+    starts, a preemption is the task's exit status 75, and the wait's sleep ends with it."""
+    project(tmp_path)
+    script = subprocess.Popen(
+        ["bash", "slurm/sweep.sbatch", "nosuchsweep"],
+        cwd=tmp_path,
+        env=env(tmp_path, SLURM_ARRAY_TASK_ID="1", SWEEP_STAGGER="600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # The stagger's sleep starts after the traps are set: signal the script then.
+        wait_for(lambda: children(script.pid, "sleep"), 30, "the start stagger's sleep")
+        napping = children(script.pid, "sleep")
+        script.send_signal(sig)
+        out, _ = script.communicate(timeout=30)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == code, out
+    assert f"{sig.name} before the agents started: none started" in out, out
+    assert not (tmp_path / "logs").exists(), "no agent started"
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in napping), 10, "sleep to end")
 
 
 def readme_slurm_block() -> list[str]:

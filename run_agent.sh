@@ -167,8 +167,9 @@ preempting=0
 stop_agents() {
     # A scheduler's cancel signals this script and its batch shell passes it on: two copies,
     # the second already pending when the trap below ignores later ones.
-    [[ $terminating -eq 0 ]] || return 0
-    terminating=1
+    # Test and set in one command: a copy that bash runs nested in this handler, between a
+    # test and a set, would stop the agents twice.
+    ((terminating++ == 0)) || return 0
     stopping=1
     trap '' INT TERM
     echo "[run_agent] stopping ${#pids[@]} agent(s): ${pids[*]}" >&2
@@ -210,8 +211,7 @@ preempt_agent() {
 
 # shellcheck disable=SC2329  # called by the trap below
 preempt_agents() {
-    [[ $stopping -eq 0 ]] || return 0
-    stopping=1
+    ((stopping++ == 0)) || return 0
     preempting=1
     echo "[run_agent] SIGUSR1: preempting ${#pids[@]} agent(s): ${pids[*]}" >&2
     local pid
@@ -261,7 +261,7 @@ for i in "${!devices[@]}"; do
     # A signal trapped between the start above and the line before missed this agent.
     if [[ $preempting -eq 1 ]]; then
         preempt_agent "$!"
-    elif [[ $terminating -eq 1 ]]; then
+    elif [[ $terminating -ne 0 ]]; then
         kill -TERM "$!" 2>/dev/null || true
     fi
 done
@@ -285,7 +285,7 @@ if [[ $preempting -eq 1 ]]; then
     echo "[run_agent] preempted: trials given back, to resume from their checkpoints" >&2
     exit 75
 fi
-if [[ $stopping -eq 1 ]]; then
+if [[ $stopping -ne 0 ]]; then
     exit 130
 fi
 if [[ "$sweep_id" != */* ]]; then

@@ -330,7 +330,8 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
     assert "resumed at epoch 2 step 3" in trial_log, trial_log
     out0 = (tmp_path / f"slurm-{job}_0.out").read_text()
     assert out0.count("[sweep.sbatch] job") == 1, out0
-    assert out0.count("[run_agent] stopping") == 1, out0
+    stops = [line for line in out0.splitlines() if line.startswith("[run_agent] stopping")]
+    assert len(set(stops)) == 1, out0  # the same agents, however many copies of SIGTERM
     log0 = next((tmp_path / "logs" / f"slurm-{job}-0").glob("agent-*.log")).read_text()
     assert f"run {cancelled}: given back" in log0, log0
     assert log0.count("stopping (signal") == 1, "one stop, however many copies of SIGTERM"

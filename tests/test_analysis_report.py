@@ -507,8 +507,9 @@ def test_html_report_is_interactive_in_a_real_chromium(reported, tmp_path):
     out, rows, _ = reported
     with_epochs = [r for r in rows if r["epochs"] > 0]
     scored = [r for r in rows if r["best_val_recon_loss"] is not None]
-    losses = sorted(r["best_val_recon_loss"] for r in scored)
-    # Brush the best-val axis from the lowest loss to halfway between the 4th and 5th.
+    # Brush the best-val axis from the lowest loss to halfway between the 4th and 5th distinct
+    # values (runs of one configuration and seed can tie: a resumed run and its twin).
+    losses = sorted(set(r["best_val_recon_loss"] for r in scored))
     lo, hi = losses[0] * 0.999, (losses[3] + losses[4]) / 2
     seen = chromium_probe(
         (out / "report.html").read_text(),
@@ -538,9 +539,11 @@ def test_html_report_is_interactive_in_a_real_chromium(reported, tmp_path):
     assert len(charts["importance"]) == 1
     # The brush keeps exactly the runs inside it, in the list and in the ranking.
     inside = [r["run_id"] for r in scored if lo <= r["best_val_recon_loss"] <= hi]
-    assert len(inside) == 4 and sorted(seen["brushed"]) == sorted(inside)
+    assert 4 <= len(inside) < len(scored) and sorted(seen["brushed"]) == sorted(inside)
     assert seen["rankingShown"] == inside  # rank order
-    assert seen["brushedText"].startswith(f"4 of {len(scored)} runs in the brushed ranges")
+    assert seen["brushedText"].startswith(
+        f"{len(inside)} of {len(scored)} runs in the brushed ranges"
+    )
     # The ranking sorts by a column (twice clicked: descending), empty cells last.
     values = [float(v) for v in seen["sortedDesc"] if v]
     assert values == sorted(values, reverse=True) and len(values) == len(scored)

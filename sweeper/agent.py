@@ -31,9 +31,10 @@ Stopping. SIGTERM or SIGINT stops the agent at any moment: waiting for the claim
 between trials or for the fork server's imports, the wait is cut short; a running trial gets
 SIGTERM (a second Ctrl-C: SIGKILL at once), then SIGKILL after the kill delay if it is still
 there. More SIGTERMs change nothing: a scheduler's cancel reaches the agent several times (its
-own copy, run_agent.sh's, the batch script's), however late, and escalates itself. Either way its trial is given back at once, for the next agent. A trial that another
-agent took over (its heartbeats looked dead from another host) is stopped the same way when
-its owner notices, at its next heartbeat or report; the owner says so in one line and goes on.
+own copy, run_agent.sh's, the batch script's), however late, and escalates itself. Either way
+its trial is given back at once, for the next agent. A trial that another agent took over (its
+heartbeats looked dead from another host) is stopped the same way when its owner notices, at
+its next heartbeat or report; the owner says so in one line and goes on.
 """
 
 from __future__ import annotations

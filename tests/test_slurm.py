@@ -147,7 +147,7 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
         first_end = out0.read_text()
         states = [
             (t.number, t.state.name, t.user_attrs.get("exit_code"))
-            for t in _trials(tmp_path, sweep_id)
+            for t in trials(tmp_path, sweep_id)
         ]
         print("after SIGUSR1:", states)
         wait_for(lambda: f"{job}_0" not in queued(slurm, tmp_path, job), 60, "task 0 to leave")
@@ -158,7 +158,7 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
                 release(tmp_path, preempted)
             return any(
                 t.user_attrs.get("run_id") == preempted and t.state == TrialState.COMPLETE
-                for t in _trials(tmp_path, sweep_id)
+                for t in trials(tmp_path, sweep_id)
             )
 
         wait_for(resumed, 400, "the requeued task to finish the preempted trial", every=1.0)
@@ -166,7 +166,7 @@ def test_array_preempted_task_resumes_its_trial_after_requeue(tmp_path, slurm):
         wait_for(lambda: not queued(slurm, tmp_path, job), 300, "the array to end")
 
     assert "run_agent.sh exited with status 75" in first_end, first_end
-    all_trials = _trials(tmp_path, sweep_id)
+    all_trials = trials(tmp_path, sweep_id)
     print("trials:", [(t.number, t.state.name, t.user_attrs) for t in all_trials])
     assert_accounted(all_trials, budget=2)
     (lost,) = [t for t in all_trials if store.is_lost(t)]
@@ -196,12 +196,8 @@ def _dump(slurm, tmp_path, job, sweep_id) -> None:
     for log in [*logs, Path(slurm["SLURM_TOP"]) / "slurmctld.log"]:
         print(f"=== {log.name}\n{log.read_text(errors='replace')[-4000:]}")
     print(
-        "=== trials", [(t.number, t.state.name, t.user_attrs) for t in _trials(tmp_path, sweep_id)]
+        "=== trials", [(t.number, t.state.name, t.user_attrs) for t in trials(tmp_path, sweep_id)]
     )
-
-
-def _trials(tmp_path, sweep_id):
-    return trials(tmp_path, sweep_id)
 
 
 def children(pid: int, name: str) -> list[int]:
@@ -298,7 +294,7 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
         slurm_run(slurm, tmp_path, "scancel", f"{job}_0")
         wait_for(lambda: f"{job}_0" not in queued(slurm, tmp_path, job), 120, "task 0 to end")
         after_cancel = {
-            t.number: (t.state.name, dict(t.user_attrs)) for t in _trials(tmp_path, sweep_id)
+            t.number: (t.state.name, dict(t.user_attrs)) for t in trials(tmp_path, sweep_id)
         }
         print("after scancel:", after_cancel)
         release(tmp_path, other)
@@ -311,7 +307,7 @@ def test_scancel_gives_the_trial_back_and_the_other_task_finishes_it(tmp_path, s
 
         wait_for(resumed_done, 400, "task 1 to finish both trials and the array to end")
 
-    all_trials = _trials(tmp_path, sweep_id)
+    all_trials = trials(tmp_path, sweep_id)
     print("trials:", [(t.number, t.state.name, t.user_attrs) for t in all_trials])
     assert_accounted(all_trials, budget=2)
     (given_back,) = [t for t in all_trials if store.is_lost(t)]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -398,10 +400,24 @@ def wbstub(tmp_path):
 
 
 def api_report(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``analysis report`` on the stand-in. One that hangs is stopped (well before pytest's own
+    timeout) with SIGABRT, which makes Python print every thread's stack: the failure shows
+    where it hung, with the tail of wandb-core's logs."""
     start = time.monotonic()
-    proc = subprocess.run([PYTHON, "-m", "analysis", "report", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    return proc, time.monotonic() - start
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
+    cmd = [PYTHON, "-m", "analysis", "report", *args]
+    with subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate()
+            logs = sorted(Path(env["HOME"]).rglob("*core*.log"))
+            tails = "".join(f"\n--- {p}:\n{p.read_text()[-3000:]}" for p in logs)
+            pytest.fail(f"analysis report hung for 150 s:\n{out}\n{err}{tails}")
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return done, time.monotonic() - start
 
 
 @needs_wbstub
@@ -452,26 +468,31 @@ def test_wbstub_report_tags_summary_and_lists_an_unreadable_run(wbstub, tmp_path
         ({"WANDB_API_KEY": None}, ["no W&B API key", "`wandb login`", "WANDB_API_KEY"]),
         ({"WANDB_API_KEY": "not-a-key"}, ["did not accept the API key", "`wandb login`",
                                           "WANDB_API_KEY"]),
-        ({"stop": True}, ["did not answer within 3 s", "WANDB_BASE_URL", "--timeout"]),
+        ({"no_server": True}, ["did not answer within 3 s", "WANDB_BASE_URL", "--timeout"]),
     ],
-    ids=["no-key", "wrong-key", "stopped-server"],
+    ids=["no-key", "wrong-key", "no-server"],
 )  # fmt: skip
 def test_wbstub_bad_login_or_server_is_one_line_and_exit_2(wbstub, tmp_path, change, words):
     stub, env = wbstub
     stub.seed_run("proj", "r1", sweep="sw1", config={"lr": 1e-3}, history=_history("good"))
-    if change.pop("stop", False):
-        stub.stop()
-    for key, value in change.items():
-        env.pop(key) if value is None else env.update({key: value})
-    proc, took = api_report(env, "stub-entity/proj/sw1", "--out", str(tmp_path / "r"),
-                            "--timeout", "3")  # fmt: skip
+    with socket.socket() as nobody:
+        # A port bound here and never listened on refuses every connection, and no other
+        # process can take it while the test runs (a stopped server's freed port could be).
+        nobody.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{nobody.getsockname()[1]}"
+        if change.pop("no_server", False):
+            env["WANDB_BASE_URL"] = url
+        for key, value in change.items():
+            env.pop(key) if value is None else env.update({key: value})
+        proc, took = api_report(env, "stub-entity/proj/sw1", "--out", str(tmp_path / "r"),
+                                "--timeout", "3")  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("analysis: error: "), proc.stderr
     for w in words:
         assert w in lines[0]
     if "WANDB_BASE_URL" in words:
-        assert stub.base_url in lines[0]
+        assert url in lines[0]
         assert took < 3 + 45  # the timeout, plus start-up on a loaded machine
     assert not (tmp_path / "r").exists()
 

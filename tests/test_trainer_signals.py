@@ -169,12 +169,16 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_after_the_last_epoch_cuts_nothing_short(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize("point", ["epoch", "end"])
+def test_a_signal_after_the_last_epoch_cuts_nothing_short(
+    tmp_path: Path, signum: int, point: str
+) -> None:
     # What an agent's late stop decision (or a late preemption) does: the run trained every
-    # epoch, so it finished, exit 0, and nothing asks for it to be stopped or retried.
+    # epoch, so it finished, exit 0, and nothing asks for it to be stopped or retried. The
+    # signal lands after the last epoch's checkpoint, or after the loop, before the summary.
     folder = tmp_path / "out" / "runs" / "late1"
-    proc = start_trainer(tmp_path, *TINY_2D, WANDB_RUN_ID="late1", **hold_env("epoch:2"))
-    assert wait_for_hold(proc, folder) == "epoch 2"  # TINY_2D's last epoch
+    proc = start_trainer(tmp_path, *TINY_2D, WANDB_RUN_ID="late1", **hold_env(f"{point}:2"))
+    assert wait_for_hold(proc, folder) == f"{point} 2"  # TINY_2D's last epoch
     code, out, err = signal_and_wait(proc, signum)
     assert code == 0, err
     (run,) = offline_runs(tmp_path)

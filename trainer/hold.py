@@ -3,8 +3,8 @@
 A test that signals a real trainer "during epoch 2", or expects an agent to stop a trial
 "while it still runs", must not guess how long an epoch takes: on a loaded machine the
 trainer may be done before the signal lands, or not have started. With
-``VAE_SWEEPS_TEST_HOLD=epoch:N`` (after epoch N's progress row and checkpoint) or
-``step:N`` (after optimizer step N), the trainer reaching that point writes ``held`` into its
+``VAE_SWEEPS_TEST_HOLD=epoch:N`` (after epoch N's progress row and checkpoint), ``step:N``
+(after optimizer step N) or ``end:N`` (training over at epoch N, before the summary), the trainer reaching that point writes ``held`` into its
 run folder and waits, without training, until a stop or preemption signal arrives (then it
 acts on it as anywhere else) or a file ``release`` appears there (then it goes on). It removes
 both files as it leaves. Each point is passed once per process. Unset, nothing changes: the
@@ -26,12 +26,12 @@ from contract.errors import UserError
 ENV = "VAE_SWEEPS_TEST_HOLD"
 HELD, RELEASE = "held", "release"
 POLL_SECONDS = 0.01
-KINDS = ("epoch", "step")
+KINDS = ("epoch", "step", "end")
 
 
 @dataclass(frozen=True)
 class Hold:
-    kind: str  # "epoch" or "step"
+    kind: str  # one of KINDS
     at: int
 
     def wait(self, kind: str, at: int, folder: Path, go_on: Callable[[], bool]) -> None:
@@ -54,5 +54,5 @@ def from_env() -> Hold | None:
         return None
     kind, _, at = text.partition(":")
     if kind not in KINDS or not at.isdigit():
-        raise UserError(f"{ENV}={text!r}: expected epoch:N or step:N")
+        raise UserError(f"{ENV}={text!r}: expected epoch:N, step:N or end:N")
     return Hold(kind, int(at))

@@ -67,6 +67,9 @@ class Signals:
     def __init__(self) -> None:
         self.stop = False
         self.preempt = False
+        # Set once the last epoch is trained: a signal from then on cuts nothing short (an
+        # agent whose prune or stop decision came late records the trial COMPLETE).
+        self.trained_out = False
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -81,6 +84,16 @@ class Signals:
     @property
     def pending(self) -> bool:
         return self.stop or self.preempt
+
+    @property
+    def stopped(self) -> bool:
+        """A stop signal cut the run short."""
+        return self.stop and not self.trained_out
+
+    @property
+    def preempted(self) -> bool:
+        """A preemption signal cut the run short."""
+        return self.preempt and not self.trained_out
 
 
 @dataclass
@@ -133,7 +146,7 @@ def run(cfg: Config, lock: runs.RunLock) -> int:
     signals.install()
     code = run_locked(cfg, lock.folder, signals)
     status, reason = ENDINGS[code]
-    if code == EXIT_FINISHED and signals.stop:
+    if code == EXIT_FINISHED and signals.stopped:
         status, reason = m.STATUS_STOPPED, "SIGTERM"
     runs.write_exit(lock, status, code, reason)
     return code
@@ -194,7 +207,7 @@ def run_locked(cfg: Config, folder: Path, signals: Signals) -> int:
             f"run {folder.name}: W&B's service was stopped with the job; the run resumes from"
             " its last checkpoint"
         )
-        return EXIT_PREEMPTED if signals.preempt else EXIT_FINISHED
+        return EXIT_PREEMPTED if signals.preempted else EXIT_FINISHED
     except BaseException:
         wandb_run.finish(exit_code=EXIT_CRASHED)
         raise
@@ -272,15 +285,14 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
             return diverged(s)
         if s.hold is not None:
             s.hold.wait("epoch", epoch, s.folder, lambda: signals.pending)
-    if s.pos.epoch >= s.cfg.max_epochs:
-        # A signal that came after the last epoch cut nothing short: the run finished (an agent
-        # whose stop decision came late records the trial COMPLETE, not pruned or preempted).
-        signals.stop = signals.preempt = False
-    if signals.preempt:
+    signals.trained_out = s.pos.epoch >= s.cfg.max_epochs
+    if s.hold is not None:
+        s.hold.wait("end", s.pos.epoch, s.folder, lambda: signals.pending)
+    if signals.preempted:
         run.mark_preempting()
         finish(s, m.STATUS_PREEMPTED)
         return EXIT_PREEMPTED
-    finish(s, m.STATUS_STOPPED if signals.stop else m.STATUS_FINISHED)
+    finish(s, m.STATUS_STOPPED if signals.stopped else m.STATUS_FINISHED)
     return EXIT_FINISHED
 
 

@@ -2,8 +2,9 @@
 their thresholds were not chosen on?
 
 The runs are the committed corpora of real trainer runs (``tests/corpus.py``: ``tuning``,
-``heldout`` and ``families``, whose regime is checked on the raw curves when they are made) and
-the development set (``tests/data/verdicts/real_runs.json``). The families corpus groups its
+``heldout``, ``families`` and ``unseen``, whose regime is checked on the raw curves when they are
+made) and the development set (``tests/data/verdicts/real_runs.json``). ``unseen`` was built
+once the rules were frozen: it is judged, and never used to choose a threshold. The families corpus groups its
 runs by the kind of run users have (3D, 64 px, a NIfTI folder, L2, augment, the adversarial
 term, short, long, batch-1 noise, capacity-limited, low lr, KL, early/late overfitting, still
 improving, Hyperband-pruned).
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.families.exists():
         corpora["families"] = load(args.families.stem, args.families.parent)
+    # Built once the rules were frozen: judged, never used to choose a threshold below.
+    corpora["unseen"] = load("unseen")
     th = Thresholds()
     for name, entries in corpora.items():
         v = verdicts(entries, th)
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if not fams:
         print("no families corpus: leave-one-family-out skipped")
         return 0
-    others = [corpora[k] for k in corpora if k != "families"]
+    others = [corpora[k] for k in corpora if k not in ("families", "unseen")]
     grid = candidates()
     rows = [["family", "runs", "right (defaults)", "alone", "right (held out)", "alone", "chosen"]]
     names = sorted({e.family for e in fams})

@@ -9,6 +9,7 @@ compact run records to ``tests/data/corpus/<corpus>.json``::
     python tests/corpus.py tuning            # the corpus the rules may be tuned on
     python tests/corpus.py heldout           # other seeds, sizes and values: never tuned on
     python tests/corpus.py families          # kinds of run users have, judged family by family
+    python tests/corpus.py unseen            # built once the rules were frozen, judged as built
 
 The families corpus groups runs by the kind of run users have (2D/3D, 16-64 px, synthetic,
 MNI152 and a folder of NIfTI slices it writes, L1/L2, augment, the adversarial term, short and
@@ -77,7 +78,7 @@ from contract import metrics as M  # noqa: E402
 DATA = REPO / "tests" / "data" / "corpus"
 # The development set the rules were first written on: per-epoch curves of real runs.
 DEV = REPO / "tests" / "data" / "verdicts" / "real_runs.json"
-CORPORA = ("tuning", "heldout", "families")
+CORPORA = ("tuning", "heldout", "families", "unseen")
 REGIMES = ("good", "overfitting", "underfitting", "pruned")
 TRAIN_COLUMNS = (M.TRAIN_STEP, M.TRAIN_RECON, M.TRAIN_KL, M.TRAIN_LOSS)
 VAL_COLUMNS = (
@@ -609,7 +610,40 @@ FAMILIES = Corpus(
 )  # fmt: skip
 
 
-BY_NAME = {c.name: c for c in (TUNING, HELDOUT, FAMILIES)}
+# Built once the rules were frozen, with a seed, an image size (24x24) and values no other corpus
+# has: judged as built, never used to choose a rule or a threshold.
+U16 = {"image_size": 16, "n_val": 12, "seed": 23}
+U24 = {**U16, "image_size": 24}
+UM16, UM24 = {**U16, "data_source": "mni152"}, {**U24, "data_source": "mni152"}
+UNSEEN = Corpus(
+    "unseen",
+    "built after the rules were frozen, judged as built: seed 23, 16x16 and 24x24, synthetic"
+    " and MNI152, L1/L2, 2D/3D, late and MNI152 overfitting, a capacity pair, batch-1 noise,"
+    " the adversarial term, a Hyperband sweep",
+    [
+        spec("u-syn-good-24", "good", "", **U24, n_train=112, batch_size=16, lr=1.5e-3, max_epochs=40, **SMALL),
+        spec("u-mni-good-l2", "good", "", **UM24, recon_loss="l2", n_train=96, batch_size=16, lr=2e-3, max_epochs=40, **SMALL),
+        spec("u-mni-over", "overfitting", "", **UM16, n_train=5, batch_size=5, lr=1.5e-3, kl_weight=0.0, max_epochs=400, **DEEPER),
+        over_gl("u-syn-over-late", "", "late", **U16, n_train=24, batch_size=8, lr=1e-3, kl_weight=0.0, max_epochs=180, **DEEP),
+        spec("u-syn-under-lr", "underfitting-lr", "", **U24, n_train=40, batch_size=8, lr=2e-6, max_epochs=12, **SMALL),
+        spec("u-mni-under-lr", "underfitting-lr", "", **UM16, n_train=40, batch_size=8, lr=5e-7, max_epochs=12, **SMALL),
+        spec("u-mni-under-kl", "underfitting-kl", "", **UM24, n_train=64, batch_size=8, lr=2e-3, kl_weight=0.7, max_epochs=60, **SMALL),
+        spec("u-3d-under-kl", "underfitting-kl", "", **U16, spatial_dims=3, n_train=24, batch_size=8, lr=2e-3, kl_weight=1.0, max_epochs=25, **SMALL),
+        spec("u-cap-wide-mni", "good-noisy", "", **UM16, n_train=80, batch_size=16, lr=1e-3, max_epochs=40, **WIDE),
+        capacity("u-cap-narrow-mni", "", "u-cap-wide-mni", **UM16, n_train=80, batch_size=16, lr=5e-3, max_epochs=100, **TINY2),
+        noisy_good("u-syn-noisy", "", **U16, n_train=48, batch_size=1, lr=5e-4, max_epochs=30, **SMALL),
+        improving("u-mni-improving", "", **UM24, n_train=96, batch_size=16, lr=4e-4, max_epochs=10, **SMALL),
+        spec("u-adv-good", "good-noisy", "", **U16, adv_weight=0.02, adv_warmup_epochs=8, disc_channels=8, disc_layers=2, n_train=64, batch_size=16, lr=2e-3, max_epochs=30, **SMALL),
+    ],
+    hyperband_sweep(
+        "corpus-unseen-hyperband",
+        {"data_source": "mni152", "seed": 23, "image_size": 24, "n_train": 64, "n_val": 12, "batch_size": 8, "max_epochs": 9, **SMALL},
+        min_iter=3, eta=3, cap=9, lr=(4e-4, 4e-3),
+    ),
+)  # fmt: skip
+
+
+BY_NAME = {c.name: c for c in (TUNING, HELDOUT, FAMILIES, UNSEEN)}
 
 # --- training and reading back ------------------------------------------------------------------
 

@@ -4,11 +4,11 @@ A test that signals a real trainer "during epoch 2", or expects an agent to stop
 "while it still runs", must not guess how long an epoch takes: on a loaded machine the
 trainer may be done before the signal lands, or not have started. With
 ``VAE_SWEEPS_TEST_HOLD=epoch:N`` (after epoch N's progress row and checkpoint), ``step:N``
-(after optimizer step N) or ``end:N`` (training over at epoch N, before the summary), the trainer reaching that point writes ``held`` into its
-run folder and waits, without training, until a stop or preemption signal arrives (then it
-acts on it as anywhere else) or a file ``release`` appears there (then it goes on). It removes
-both files as it leaves. Each point is passed once per process. Unset, nothing changes: the
-loop compares one integer per step.
+(after optimizer step N) or ``end:N`` (training over at epoch N, before the summary), the
+trainer reaching that point writes ``held`` into its run folder and waits, without training,
+until a stop or preemption signal arrives (then it acts on it as anywhere else) or a file
+``release`` appears there (then it goes on). It removes both files as it leaves. Each point is
+passed once per process. Unset, nothing changes: the loop compares one integer per step.
 
 The variable is for tests only; agents pass it to their trials like any other.
 """

@@ -91,13 +91,11 @@ def _lines_by_verdict(judged: list[Judged], values, name, hover: str) -> list[di
     names = {j.row["run_id"]: _label(j) for j in judged}
     data = []
     for verdict in _verdicts(judged):
-        runs = [
-            (j, j.curves.epochs, numbers)
-            for j in judged
-            if j.row["verdict"] == verdict
-            for numbers in [[_num(v) for v in values(j)]]
-            if any(v is not None for v in numbers)
-        ]
+        runs = []
+        for j in judged:
+            numbers = [_num(v) for v in values(j)] if j.row["verdict"] == verdict else []
+            if any(v is not None for v in numbers):
+                runs.append((j, j.curves.epochs, numbers))
         if not runs:
             continue
         xs, ys, who = _joined(runs)

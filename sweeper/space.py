@@ -28,7 +28,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from contract import metrics
 
@@ -227,8 +227,9 @@ def params_key(params: dict[str, Any]) -> tuple:
 
 
 def config_of(t: FrozenTrial) -> dict[str, Any]:
-    """A trial's parameters; a waiting trial has only the ones it was enqueued with."""
-    return t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params") or {}
+    """The configuration a trial runs: its parameters, and for a queued trial (a grid point or
+    a retry) the ones it was enqueued with, fixed from the start, before it writes them."""
+    return {**(t.system_attrs.get("fixed_params") or {}), **t.params}
 
 
 class Distinct(optuna.samplers.BaseSampler):

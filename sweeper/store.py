@@ -669,18 +669,12 @@ def queued(t: FrozenTrial) -> bool:
     return bool(t.user_attrs.get(GRID)) or RETRY_OF in t.user_attrs
 
 
-def fixed_config(t: FrozenTrial) -> dict[str, Any]:
-    """The configuration a trial runs: a queued trial's is fixed from the start, even before
-    its parameters are written."""
-    return {**t.system_attrs.get("fixed_params", {}), **t.params}
-
-
 def void_unrun(sweep: Sweep, t: FrozenTrial, reason: str) -> None:
     """Void a trial that never ran. A queued one goes back in the queue as it was: nothing else
     would ever ask for that grid point (or retry) again."""
     if _fail_with(sweep, t._trial_id, {VOID: reason}) and queued(t):
         keep = {k: t.user_attrs[k] for k in (GRID, RETRY_OF, FAULTS, RUN_ID) if k in t.user_attrs}
-        sweep.study.enqueue_trial(fixed_config(t), user_attrs=keep, skip_if_exists=False)
+        sweep.study.enqueue_trial(space_mod.config_of(t), user_attrs=keep, skip_if_exists=False)
 
 
 def _trainer(folder: str | None) -> runs.Owner | None:
@@ -739,7 +733,9 @@ def reap(sweep: Sweep, store: Store, say: Callable[[str], None] = lambda _: None
         retry_attrs = {RETRY_OF: lost.number, FAULTS: faults_after(lost)}
         if lost.user_attrs.get(RUN_ID):
             retry_attrs[RUN_ID] = lost.user_attrs[RUN_ID]
-        sweep.study.enqueue_trial(fixed_config(lost), user_attrs=retry_attrs, skip_if_exists=False)
+        sweep.study.enqueue_trial(
+            space_mod.config_of(lost), user_attrs=retry_attrs, skip_if_exists=False
+        )
     # Without a lock two reapers can retry one trial: keep the first retry only.
     seen: set[int] = set()
     for trial in sorted(tally(sweep).trials, key=lambda x: x.number):

@@ -65,6 +65,8 @@ from typing import Any
 from analysis.records import END_STEP, FINISHED, PREEMPTED, RUNNING
 from contract import metrics as M
 from contract.errors import EXIT_DIVERGED, ConfigError
+from contract.trends import DEFAULTS, Trend, overfitting, read
+from contract.trends import pct as _pct
 
 VERDICTS = (
     "good",
@@ -79,11 +81,6 @@ VERDICTS = (
 BY_SWEEP, BY_USER = "sweep", "user"
 # Why a run underfits (numbers["cause"]): what its remedy changes.
 CAUSE_KL, CAUSE_SLOW, CAUSE_CAPACITY = "kl", "slow", "capacity"
-# Epochs a trend needs: a line through 4 points leaves 2 degrees of freedom for its noise.
-MIN_TREND = 4
-# Lag-1 autocorrelation of the residuals is estimated from this many epochs on, and capped:
-# beyond the cap a handful of epochs would decide the effective sample size alone.
-MIN_AUTOCORR, MAX_AUTOCORR = 8, 0.8
 
 
 def _t(default: float | None, help: str) -> Any:
@@ -95,18 +92,27 @@ class Thresholds:
     """Every number the verdicts use. Each is a ``--<name>`` option of ``analysis report``."""
 
     min_epochs: int = _t(3, "fewer validated epochs than this -> insufficient")
-    tail: float = _t(0.5, "share of the run, at its end, over which trends are read (>= 4 epochs)")
-    trend_z: float = _t(
-        2.0, "a change is real beyond this many standard errors of it (Student-t for few epochs)"
+    tail: float = _t(
+        DEFAULTS.tail, "share of the run, at its end, over which trends are read (>= 4 epochs)"
     )
-    strip: int = _t(5, "epochs whose median is a level (Prechelt's GL, 'at its best')")
-    gl_max: float = _t(5.0, "val's level this many percent above its best over the run = rose")
-    train_fall_min: float = _t(0.1, "train falling by this share over the tail = still falls")
+    trend_z: float = _t(
+        DEFAULTS.trend_z,
+        "a change is real beyond this many standard errors of it (Student-t for few epochs)",
+    )
+    strip: int = _t(DEFAULTS.strip, "epochs whose median is a level (Prechelt's GL, 'at its best')")
+    gl_max: float = _t(
+        DEFAULTS.gl_max, "val's level this many percent above its best over the run = rose"
+    )
+    train_fall_min: float = _t(
+        DEFAULTS.train_fall_min, "train falling by this share over the tail = still falls"
+    )
     val_share: float = _t(
-        0.25, "val falling by less than this share of train's fall over the tail = stagnates"
+        DEFAULTS.val_share,
+        "val falling by less than this share of train's fall over the tail = stagnates",
     )
     gap_growth: float = _t(
-        1.25, "the val/train gap growing this many times over the tail = no longer parallel"
+        DEFAULTS.gap_growth,
+        "the val/train gap growing this many times over the tail = no longer parallel",
     )
     slow_drop: float = _t(
         0.1, "a curve falling by less than this share over the tail = very slowly; by more = fast"
@@ -206,55 +212,6 @@ class Stop:
     why: str  # in words, with what the record says
 
 
-@dataclass(frozen=True)
-class Trend:
-    """A curve's trend over epochs ``first``..``last``: a least-squares line on its log."""
-
-    first: int
-    last: int
-    points: int
-    change: float  # relative change over the span: fitted end / fitted start - 1
-    log_change: float
-    log_se: float  # standard error of log_change (inf: too few epochs to tell)
-    critical: float  # standard errors beyond which a change is real (Student-t, trend_z)
-    noise: float  # residual spread around the line, per epoch, relative (one sigma)
-
-    @property
-    def fall(self) -> float:
-        return -self.change
-
-    @property
-    def margin(self) -> float:
-        """Half-width of the change's interval, in log units."""
-        return self.critical * self.log_se
-
-    @property
-    def real(self) -> bool:
-        return abs(self.log_change) > self.margin
-
-    def falls(self) -> bool:
-        return self.real and self.change < 0
-
-    def rises(self) -> bool:
-        return self.real and self.change > 0
-
-    def fall_at_most(self) -> float:
-        """The largest fall the epochs allow (upper end of the interval)."""
-        return -math.expm1(self.log_change - self.margin)
-
-    def words(self, up: str = "rose", down: str = "fell") -> str:
-        moved = down if self.change < 0 else up
-        said = f"{moved} {_pct(abs(self.change))} over epochs {self.first}-{self.last}"
-        if not math.isfinite(self.log_se):
-            return f"{said} (too few epochs to tell)"
-        real = "real" if self.real else "within the noise"
-        low, high = (
-            math.expm1(self.log_change - self.margin),
-            math.expm1(self.log_change + self.margin),
-        )
-        return f"{said} ({_signed(low)} to {_signed(high)} over {self.points} epochs: {real})"
-
-
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
@@ -346,78 +303,6 @@ def _per_epoch_means(
     return means(recon_sum, recon_n), means(kl_sum, kl_n), means(total_sum, total_n), bad
 
 
-def _critical(z: float, dof: float) -> float:
-    """Student-t critical value matching the normal's ``z`` (Cornish-Fisher in 1/dof)."""
-    z2 = z * z
-    return z * (
-        1
-        + (z2 + 1) / (4 * dof)
-        + (5 * z2 * z2 + 16 * z2 + 3) / (96 * dof**2)
-        + (3 * z2**3 + 19 * z2 * z2 + 17 * z2 - 15) / (384 * dof**3)
-    )
-
-
-def trend(epochs: Sequence[int], values: Sequence[float], z: float) -> Trend | None:
-    """Trend of ``values`` (all of them: pass the tail): None under 3 positive values.
-
-    The slope of log(value) by least squares; its standard error from the residuals, inflated
-    by ``sqrt((1 + r) / (1 - r))`` for their lag-1 autocorrelation r (the effective sample size
-    of a smooth, correlated curve is smaller than its number of epochs). The change over the
-    span and its standard error grow with the span, the error shrinks with the epochs: a
-    steady trend becomes real once enough epochs show it. Under ``MIN_TREND`` points the
-    error is unknown (infinite): nothing is real.
-    """
-    pts = [(e, math.log(v)) for e, v in zip(epochs, values, strict=True) if 0 < v < math.inf]
-    m = len(pts)
-    if m < 3:
-        return None
-    mx = sum(e for e, _ in pts) / m
-    my = sum(y for _, y in pts) / m
-    sxx = sum((e - mx) ** 2 for e, _ in pts)
-    slope = sum((e - mx) * (y - my) for e, y in pts) / sxx
-    span = pts[-1][0] - pts[0][0]
-    res = [y - my - slope * (e - mx) for e, y in pts]
-    ss = sum(r * r for r in res)
-    sigma = math.sqrt(ss / (m - 2))
-    if m < MIN_TREND:
-        se, critical = math.inf, math.inf
-    else:
-        rho = 0.0
-        if m >= MIN_AUTOCORR and ss > 0:
-            rho = sum(a * b for a, b in zip(res, res[1:], strict=False)) / ss
-            rho = min(MAX_AUTOCORR, max(0.0, rho))
-        se = sigma / math.sqrt(sxx) * math.sqrt((1 + rho) / (1 - rho)) * span
-        critical = _critical(z, max(2.0, m * (1 - rho) / (1 + rho) - 2))
-    log_change = slope * span
-    return Trend(
-        pts[0][0],
-        pts[-1][0],
-        m,
-        math.expm1(log_change),
-        log_change,
-        se,
-        critical,
-        math.expm1(sigma),
-    )
-
-
-def _rolling_median(values: list[float], width: int) -> list[float]:
-    """Trailing median over the finite values (nan where none)."""
-    out = []
-    for i in range(len(values)):
-        window = [v for v in values[max(0, i - width + 1) : i + 1] if math.isfinite(v)]
-        out.append(statistics.median(window) if window else math.nan)
-    return out
-
-
-def generalisation_loss(val: list[float]) -> float:
-    """Prechelt's GL at the last epoch against the best over the whole run, in percent."""
-    finite = [v for v in val if math.isfinite(v)]
-    if not finite or not math.isfinite(val[-1]) or min(finite) <= 0:
-        return math.nan
-    return 100.0 * (val[-1] / min(finite) - 1.0)
-
-
 def kl_share(curves: Curves, kl_weight: float | None) -> float:
     """Mean over epochs of kl_weight x KL / train/loss: how much of the objective is the KL term."""
     if not isinstance(kl_weight, (int, float)) or not curves.kl or not curves.total:
@@ -499,18 +384,8 @@ def _read_curve(
     best: float,
 ) -> Verdict:
     """Overfitting, underfitting or good, from a curve of at least ``min_epochs`` epochs."""
-    n = len(curves.epochs)
-    # The tail includes the epoch it starts from: a run's second half is read from its middle.
-    size = min(n, max(MIN_TREND, math.floor(th.tail * n) + 1))
-    epochs = curves.epochs[-size:]
-    evals = curves.train_eval[-size:] if len(curves.train_eval) == n else []
-    true_gap = sum(math.isfinite(x) for x in evals) >= min(size, MIN_TREND)
-    train = curves.train_eval if true_gap else curves.train
-    val_t = trend(epochs, curves.val[-size:], th.trend_z)
-    train_t = trend(epochs, train[-size:], th.trend_z)
-    k = max(1, min(th.strip, n // 3))
-    levels = _rolling_median(curves.val, k)
-    gl = generalisation_loss(levels)
+    r = read(curves.epochs, curves.val, curves.train, curves.train_eval, th)
+    epochs, true_gap, val_t, train_t, gl = r.epochs, r.true_gap, r.val_t, r.train_t, r.gl
     share = kl_share(curves, refs.kl_weight)
     kl_final = next((x for x in reversed(curves.kl) if math.isfinite(x)), math.nan)
     # KL (nats an image) bounds what the latent tells the decoder about its input: near 0, the
@@ -544,7 +419,7 @@ def _read_curve(
                 f" read on the epoch means of the per-step {M.TRAIN_RECON}, a moving model on"
                 " training batches"
             )
-        over = _overfitting(curves, train, epochs, val_t, train_t, levels, k, gl, th, numbers)
+        over = overfitting(curves.epochs, curves.val, r, th, numbers)
         if over[0]:
             return Verdict("overfitting", tail + over[1], numbers)
         tail += over[1]
@@ -600,105 +475,6 @@ def _read_curve(
             " on the same data in the sweep, or --baseline, tell convergence from a capacity limit"
         )
     return Verdict("good", why, numbers)
-
-
-def _level(values: list[float], last: int) -> float:
-    finite = [v for v in values[-last:] if math.isfinite(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
-def _overfitting(
-    curves: Curves,
-    train: list[float],
-    epochs: list[int],
-    val_t: Trend,
-    train_t: Trend,
-    levels: list[float],
-    k: int,
-    gl: float,
-    th: Thresholds,
-    numbers: dict[str, Any],
-) -> tuple[bool, list[str]]:
-    """(is it overfitting, reasons): train falls while val rises or stagnates.
-
-    Its reasons say why not where a run came close.
-    """
-    n = len(curves.val)
-    best = min(v for v in curves.val if math.isfinite(v))
-    last = max(2, k)
-    # "At its best": the last epochs reach the best, within the line's spread per epoch.
-    sigma = math.log1p(val_t.noise) if math.isfinite(val_t.noise) else 0.0
-    recent = [v for v in curves.val[-last:] if math.isfinite(v)]
-    at_best = bool(recent) and min(recent) <= best * math.exp(th.trend_z * sigma)
-    val_end, train_end = _level(curves.val, last), _level(train, last)
-    below = math.isfinite(train_end) and val_end <= train_end
-    numbers["val_at_best"], numbers["val_below_train"] = at_best, below
-    if at_best and below:
-        return False, [
-            f"val is at its best in its last {last} epochs (within"
-            f" {_pct(math.expm1(th.trend_z * sigma))}) and its level {val_end:.4g} is not above"
-            f" train's {train_end:.4g}: not overfitting"
-        ]
-    ratios = [
-        v / t if math.isfinite(v) and math.isfinite(t) and t > 0 else math.nan
-        for v, t in zip(curves.val[-len(epochs) :], train[-len(epochs) :], strict=True)
-    ]
-    gap_t = trend(epochs, ratios, th.trend_z)
-    growth = math.exp(gap_t.log_change) if gap_t else math.nan
-    numbers["gap_growth"] = growth
-    why: list[str] = []
-    if gap_t is not None:
-        why.append(f"val/train gap {_gap(ratios, epochs)}: it {gap_t.words('grew', 'shrank')}")
-    # 1. val rose above its best over the whole run, and train kept falling since that best.
-    finite = [(v, i) for i, v in enumerate(levels) if math.isfinite(v)]
-    b = max(0, min(finite)[1] - (k - 1) // 2)  # the middle of the best level's window
-    since = curves.epochs[b:]
-    since_val = trend(since, curves.val[b:], th.trend_z) if n - b >= MIN_TREND else None
-    since_train = trend(since, train[b:], th.trend_z) if n - b >= MIN_TREND else None
-    if math.isfinite(gl) and gl >= th.gl_max:
-        rose = (
-            f"val's level (median of {k} epochs) ends {gl:.1f}% above its best of the run, at"
-            f" epoch {curves.epochs[b]} (Prechelt's GL, from {th.gl_max:g}%)"
-        )
-        if since_val is None or since_train is None:
-            why.append(f"{rose}, but too few epochs since that best to tell a trend")
-        elif since_val.rises() and since_train.falls():
-            return True, [
-                *why,
-                rose,
-                f"since then val {since_val.words()} while train {since_train.words()}",
-            ]
-        else:
-            why.append(
-                f"{rose}, but since then val {since_val.words()} and train {since_train.words()}"
-            )
-    # 2. train still falls while val stagnates, or the curves part.
-    if not (train_t.falls() and train_t.fall >= th.train_fall_min):
-        return False, why
-    if gap_t is None or not gap_t.rises():
-        return False, why
-    if val_t.fall < th.val_share * train_t.fall:
-        return True, [
-            *why,
-            f"val stagnates while train still falls (val falls by less than {_pct(th.val_share)}"
-            f" of train's {_pct(train_t.fall)} fall, and the gap really grows)",
-        ]
-    if growth >= th.gap_growth:
-        return True, [
-            *why,
-            f"the curves are no longer parallel: the gap grew {growth:.2f}x"
-            f" (from {th.gap_growth:g}x)",
-        ]
-    return False, why
-
-
-def _gap(ratios: list[float], epochs: list[int]) -> str:
-    """``1.02x at epoch 20 -> 1.71x at epoch 40``: val / train where both are known."""
-    pairs = [(e, r) for e, r in zip(epochs, ratios, strict=True) if math.isfinite(r)]
-    if not pairs:
-        return "unknown"
-    (e0, g0), (e1, g1) = pairs[0], pairs[-1]
-    return f"{g0:.2f}x at epoch {e0} -> {g1:.2f}x at epoch {e1}"
 
 
 def _cause(numbers: Mapping[str, Any], val_t: Trend, th: Thresholds) -> str:
@@ -789,14 +565,6 @@ def _divergence(curves: Curves, th: Thresholds, flagged: bool) -> list[str]:
                 f" (explode_factor {th.explode_factor:g})"
             )
     return reasons
-
-
-def _signed(x: float) -> str:
-    return f"{100 * x:+.1f}%" if math.isfinite(x) else "n/a"
-
-
-def _pct(x: float | None) -> str:
-    return f"{100 * x:.1f}%" if x is not None and math.isfinite(x) else "n/a"
 
 
 def slow_epochs(

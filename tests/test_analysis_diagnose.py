@@ -22,11 +22,9 @@ from analysis.diagnose import (
     Thresholds,
     diagnose,
     epoch_curves,
-    generalisation_loss,
     kl_share,
     remedies,
     slow_epochs,
-    trend,
 )
 from analysis.records import (
     CRASHED,
@@ -40,6 +38,7 @@ from analysis.records import (
 )
 from contract import metrics as M
 from contract.errors import ConfigError
+from contract.trends import generalisation_loss, trend
 
 TH = Thresholds()
 

@@ -87,6 +87,22 @@ class Config:
     )
     lr: float = field(default=2e-4, metadata=_opt("float", "training", "Adam learning rate"))
     max_epochs: int = field(default=10, metadata=_opt("int", "training", "epochs to train"))
+    # The run judges its own curve so far after each epoch with the analysis's overfitting test
+    # (contract/trends.py), on W&B as on the local engine: no controller sees it sooner.
+    early_stop: bool = field(
+        default=False,
+        metadata=_opt(
+            "bool", "training", "stop once the guide's overfitting test is real (keeps best.pt)"
+        ),
+    )
+    early_stop_patience: float = field(
+        default=0.2,
+        metadata=_opt(
+            "float",
+            "training",
+            "early_stop: the test must hold this share of the epochs so far in a row (>= 3)",
+        ),
+    )
     kl_weight: float = field(
         default=1e-6,
         metadata=_opt("float", "training", "weight of the KL term (MONAI recipe: ~1e-6)"),
@@ -379,7 +395,13 @@ def unknown_key(key: str, value: Any) -> ConfigError:
 # --- validation -------------------------------------------------------------------------------
 def check(cfg: Config) -> None:
     """Rules across keys. Raises ConfigError on the first broken one."""
-    positive = ("in_channels", "latent_channels", "norm_num_groups", "batch_size", "max_epochs")
+    positive = (
+        "in_channels",
+        "latent_channels",
+        "norm_num_groups",
+        "batch_size",
+        "max_epochs",
+    )
     for key in (*positive, "image_size", "n_train", "n_val", "log_every"):
         if getattr(cfg, key) < 1:
             raise ConfigError(key, getattr(cfg, key), "must be >= 1")
@@ -416,6 +438,8 @@ def check(cfg: Config) -> None:
             cfg.image_size,
             f"must be divisible by 2**(len(channels)-1) = {cfg.downsample_factor}",
         )
+    if not 0 < cfg.early_stop_patience < 1:
+        raise ConfigError("early_stop_patience", cfg.early_stop_patience, "must be in (0, 1)")
     for key in ("lr", "disc_lr"):
         if not getattr(cfg, key) > 0:
             raise ConfigError(key, getattr(cfg, key), "must be > 0")

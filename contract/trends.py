@@ -29,6 +29,9 @@ MIN_TREND = 4
 # Lag-1 autocorrelation of the residuals is estimated from this many epochs on, and capped:
 # beyond the cap a handful of epochs would decide the effective sample size alone.
 MIN_AUTOCORR, MAX_AUTOCORR = 8, 0.8
+# ``early_stop`` never acts on fewer epochs in a row than this: one or two noisy epochs of a
+# short curve can pass the test.
+MIN_PATIENCE = 3
 
 
 class Rules(Protocol):
@@ -329,6 +332,22 @@ def overfit_test(
         return False, ["fewer than 3 positive losses: no trend"], numbers
     over, why = overfitting(epochs, val, r, th, numbers)
     return over, why, numbers
+
+
+def patience(share: float, epochs: int) -> int:
+    """Epochs in a row the overfitting test must hold before ``early_stop`` stops a run of
+    ``epochs`` epochs so far: ``share`` of them, at least ``MIN_PATIENCE``. A share, not a
+    count: a long run's best still creeps down for longer after the test first holds
+    (``bench/early_stop_replay.py`` measures the trade-off)."""
+    return max(MIN_PATIENCE, math.ceil(share * epochs))
+
+
+def should_stop(held: Sequence[bool], share: float) -> bool:
+    """``early_stop``: ``held[i]`` says whether the overfitting test held on the curve up to
+    its epoch i + 1; stop when it held at each of the last ``patience`` epochs. It reads only
+    the curve so far, so replaying a finished run epoch by epoch gives its stop exactly."""
+    p = patience(share, len(held))
+    return len(held) >= p and all(held[-p:])
 
 
 def gap_words(ratios: list[float], epochs: list[int]) -> str:

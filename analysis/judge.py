@@ -111,6 +111,20 @@ def stop_of(run: RunRecord, epochs: int) -> Stop | None:
     return Stop(BY_USER, f"{said}, in no sweep: stopped by a user")
 
 
+def stopped_early(run: RunRecord) -> str | None:
+    """Where the run stopped itself (``early_stop``), in words; None if it did not. It finished:
+    its verdict is its curve's (overfitting, by the same test), never pruned or crashed."""
+    if run.summary.get(M.SUMMARY_STATUS) != M.STATUS_EARLY_STOPPED:
+        return None
+    epoch = run.summary.get(M.SUMMARY_EARLY_STOP_EPOCH)
+    best = run.summary.get(M.SUMMARY_BEST_EPOCH)
+    why = run.summary.get(M.SUMMARY_EARLY_STOP_WHY)
+    return (
+        f"overfitting: stopped early at epoch {epoch} (best epoch {best}; best.pt kept) by"
+        f" early_stop, the trainer's own overfitting test" + (f": {why}" if why else "")
+    )
+
+
 def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
     """Verdicts for all runs, best first (runs without a validation loss last)."""
     curves = [epoch_curves(r.train, r.val) for r in runs]
@@ -124,6 +138,10 @@ def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
         context = by_data.get(_data_key(run), SweepContext())
         stop = stop_of(run, len(c.epochs))
         v = diagnose(c, run.state, th, context, flagged, run.exit_code, stop, references(run))
+        early = stopped_early(run)
+        if early:
+            v.numbers["stopped_early"] = True
+            v.reasons.insert(0, early)
         final_train = next((t for t in reversed(c.train) if math.isfinite(t)), None)
         row = {
             "run_id": run.run_id,

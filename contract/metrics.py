@@ -59,7 +59,12 @@ SWEEP_METRIC = VAL_BEST_RECON
 SWEEP_GOAL = "minimize"
 
 # Summary keys the trainer sets when a run ends.
-SUMMARY_STATUS = "status"  # "finished", "stopped", "preempted" or "diverged"
+SUMMARY_STATUS = "status"  # "finished", "stopped", "early_stopped", "preempted" or "diverged"
+# A run that early_stop stopped: the epoch it stopped at (True/False: whether it did) and the
+# overfitting test's reasons there, one line.
+SUMMARY_STOPPED_EARLY = "stopped_early"
+SUMMARY_EARLY_STOP_EPOCH = "early_stop_epoch"
+SUMMARY_EARLY_STOP_WHY = "early_stop_why"
 SUMMARY_DIVERGED = "diverged"  # True when a loss became NaN or inf
 SUMMARY_BEST_EPOCH = "best_epoch"  # epoch of val/best_recon_loss
 SUMMARY_EPOCHS = "epochs_completed"
@@ -75,6 +80,8 @@ SUMMARY_DATA_CACHE_HIT = "data_cache_hit"
 SUMMARY_DATA_STREAMED = "data_streamed"
 STATUS_FINISHED, STATUS_STOPPED = "finished", "stopped"
 STATUS_PREEMPTED, STATUS_DIVERGED = "preempted", "diverged"
+# The run stopped itself (early_stop): its overfitting test held. It finished, exit status 0.
+STATUS_EARLY_STOPPED = "early_stopped"
 
 
 def val_triplet_key(index: int) -> str:

@@ -496,9 +496,13 @@ class Agent:
 
 def trained_every_epoch(run_dir: Path) -> bool:
     """The trainer's exit record says the run finished: every epoch trained, a stop signal
-    after the last one notwithstanding (a stop that cut it short says ``stopped``)."""
+    after the last one notwithstanding (a stop that cut it short says ``stopped``). A run that
+    stopped itself (``early_stop``) is finished too: its pruning came after it ended."""
     record = runs.read_exit(run_dir)
-    return record is not None and record.status == metrics.STATUS_FINISHED
+    return record is not None and record.status in (
+        metrics.STATUS_FINISHED,
+        metrics.STATUS_EARLY_STOPPED,
+    )
 
 
 def crash_reason(code: int, log: Path) -> str:

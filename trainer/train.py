@@ -31,7 +31,7 @@ import wandb
 from tqdm import tqdm
 
 from contract import metrics as m
-from contract import runs
+from contract import runs, trends
 from contract.config import Config, build
 from contract.errors import (
     EXIT_CRASHED,
@@ -70,6 +70,8 @@ class Signals:
         # Set once the last epoch is trained: a signal from then on cuts nothing short (an
         # agent whose prune or stop decision came late records the trial COMPLETE).
         self.trained_out = False
+        # Set when the run stops itself (early_stop): it finished, whatever signal follows.
+        self.early_stopped = False
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -148,6 +150,8 @@ def run(cfg: Config, lock: runs.RunLock) -> int:
     status, reason = ENDINGS[code]
     if code == EXIT_FINISHED and signals.stopped:
         status, reason = m.STATUS_STOPPED, "SIGTERM"
+    elif code == EXIT_FINISHED and signals.early_stopped:
+        status, reason = m.STATUS_EARLY_STOPPED, "early_stop: the overfitting test held"
     runs.write_exit(lock, status, code, reason)
     return code
 
@@ -254,6 +258,9 @@ class State:
     logged_step: int
     logged_epoch: int
     listed: set[int]  # epochs progress.jsonl has a row for: a row is final, never written twice
+    # early_stop: whether the overfitting test held on the curve up to each epoch so far, the
+    # epochs before this process included (read back from progress.jsonl).
+    held: list[bool]
     tty: bool
     hold: hold.Hold | None
     # The epoch in progress.
@@ -285,15 +292,58 @@ def train(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> int:
             return diverged(s)
         if s.hold is not None:
             s.hold.wait("epoch", epoch, s.folder, lambda: signals.pending)
-    signals.trained_out = s.pos.epoch >= s.cfg.max_epochs
+        if s.cfg.early_stop and epoch < s.cfg.max_epochs and stop_early(s):
+            break
+    signals.trained_out = s.pos.epoch >= s.cfg.max_epochs or signals.early_stopped
     if s.hold is not None:
         s.hold.wait("end", s.pos.epoch, s.folder, lambda: signals.pending)
     if signals.preempted:
         run.mark_preempting()
         finish(s, m.STATUS_PREEMPTED)
         return EXIT_PREEMPTED
-    finish(s, m.STATUS_STOPPED if signals.stopped else m.STATUS_FINISHED)
+    if signals.early_stopped:
+        finish(s, m.STATUS_EARLY_STOPPED)
+    else:
+        finish(s, m.STATUS_STOPPED if signals.stopped else m.STATUS_FINISHED)
     return EXIT_FINISHED
+
+
+def overfits(rows: list[dict]) -> tuple[bool, list[str], dict]:
+    """The analysis's overfitting test (contract.trends) on the curve of these progress rows."""
+    epochs = [r[m.EPOCH] for r in rows]
+    val, train, train_eval = (
+        [float(r.get(k, math.nan)) for r in rows]
+        for k in (m.VAL_RECON, m.TRAIN_RECON, m.TRAIN_EVAL_RECON)
+    )
+    return trends.overfit_test(epochs, val, train, train_eval, trends.DEFAULTS)
+
+
+def stop_early(s: State) -> bool:
+    """After an epoch, with early_stop: has the overfitting test held on the whole curve so far
+    (read from progress.jsonl, so a resumed run judges the epochs before it too) for the last
+    ``early_stop_patience`` share of the epochs? Then say why in the summary and stop."""
+    rows = [r for r in runs.read_progress(s.folder) if r[m.EPOCH] <= s.pos.epoch]
+    over, why, numbers = overfits(rows)
+    s.held.append(over)
+    if not trends.should_stop(s.held, s.cfg.early_stop_patience):
+        return False
+    s.signals.early_stopped = True
+    said = "; ".join(why)
+    s.run.summary.update(
+        {
+            m.SUMMARY_STOPPED_EARLY: True,
+            m.SUMMARY_EARLY_STOP_EPOCH: s.pos.epoch,
+            m.SUMMARY_EARLY_STOP_WHY: said,
+            **{f"early_stop/{k}": v for k, v in numbers.items() if isinstance(v, (int, float))},
+        }
+    )
+    held = trends.patience(s.cfg.early_stop_patience, len(s.held))
+    print(
+        f"run {s.run.id}: overfitting (early_stop): the test held for the last {held} epochs;"
+        f" stopped early at epoch {s.pos.epoch} (best epoch {s.pos.best_epoch}): {said}",
+        flush=True,
+    )
+    return True
 
 
 def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
@@ -356,10 +406,14 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         logged_step=logged_step,
         logged_epoch=logged_epoch,
         listed={row[m.EPOCH] for row in runs.read_progress(folder)},
+        held=[],
         tty=tty,
         hold=p.hold,
     )
     run.summary.update(references(s))
+    if cfg.early_stop:
+        rows = [r for r in runs.read_progress(folder) if r[m.EPOCH] <= pos.epoch]
+        s.held = [overfits(rows[:t])[0] for t in range(1, len(rows) + 1)]
     precision = str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "fp32"
     resumed = f", resumed at epoch {pos.epoch + 1} step {pos.step}" if pos.step else ""
     adversarial = (
@@ -535,7 +589,10 @@ def finish(s: State, status: str) -> None:
     where = Path(run.dir).parent
     view = f"; view: wandb leet {where}; upload: wandb sync {where}" if run.offline else ""
     view = f"; {run.url}" if run.url else view
-    print(f"run {run.id} {status} after {pos.epoch} epochs{view}", flush=True)
+    early = ""
+    if status == m.STATUS_EARLY_STOPPED:
+        early = f" (overfitting: stopped early at epoch {pos.epoch}, best epoch {pos.best_epoch})"
+    print(f"run {run.id} {status} after {pos.epoch} epochs{early}{view}", flush=True)
 
 
 def diverged(s: State) -> int:

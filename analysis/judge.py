@@ -21,7 +21,7 @@ from analysis.diagnose import (
     remedies,
     slow_epochs,
 )
-from analysis.records import FINISHED, RunRecord, data_group
+from analysis.records import FINISHED, RunRecord, data_group, data_words
 from contract import metrics as M
 
 # Config keys that say where things are, not how the model learns: never "swept".
@@ -174,3 +174,24 @@ def is_candidate(row: dict[str, Any]) -> bool:
 def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The lowest best validation loss among the candidates (rows come best first)."""
     return next((r for r in rows if is_candidate(r)), None)
+
+
+def on_best_data(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs on the data of the sweep's best run (losses compare only there), and a line
+    saying which runs on other data were left out."""
+    ranked = sorted(
+        rows, key=lambda r: (r["best_val_recon_loss"] is None, r["best_val_recon_loss"] or 0.0)
+    )
+    anchor = best_run(ranked) or (ranked[0] if ranked else None)
+    if anchor is None:
+        return rows, []
+    group = data_group(anchor["config"])
+    kept = [r for r in rows if data_group(r["config"]) == group]
+    others = {data_group(r["config"]) for r in rows} - {group}
+    if not others:
+        return kept, []
+    return kept, [
+        f"built from the {len(kept)} runs on the best run's data ({data_words(anchor['config'])});"
+        f" {len(rows) - len(kept)} runs on {len(others)} other data left out: losses compare"
+        " only on the same data"
+    ]

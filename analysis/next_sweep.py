@@ -11,8 +11,8 @@ from collections import Counter
 from typing import Any
 
 from analysis.diagnose import CAUSE_CAPACITY, CAUSE_KL, CAUSE_SLOW
-from analysis.judge import best_run
-from analysis.records import DATA_KEYS, data_group, data_words
+from analysis.judge import best_run, on_best_data
+from analysis.records import DATA_KEYS
 from contract import metrics as M
 from contract.config import DEFAULTS, FIELDS
 
@@ -80,27 +80,6 @@ def _range(top: list[Any], everything: list[Any], bad: list[Any]) -> dict[str, A
     return {"distribution": "uniform", "min": _round(low), "max": _round(high)}
 
 
-def _on_best_data(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The runs on the data of the sweep's best run (losses compare only there), and a line
-    saying which runs on other data were left out."""
-    ranked = sorted(
-        rows, key=lambda r: (r["best_val_recon_loss"] is None, r["best_val_recon_loss"] or 0.0)
-    )
-    anchor = best_run(ranked) or (ranked[0] if ranked else None)
-    if anchor is None:
-        return rows, []
-    group = data_group(anchor["config"])
-    kept = [r for r in rows if data_group(r["config"]) == group]
-    others = {data_group(r["config"]) for r in rows} - {group}
-    if not others:
-        return kept, []
-    return kept, [
-        f"built from the {len(kept)} runs on the best run's data ({data_words(anchor['config'])});"
-        f" {len(rows) - len(kept)} runs on {len(others)} other data left out: losses compare"
-        " only on the same data"
-    ]
-
-
 def _epochs_remedy(best: dict[str, Any] | None) -> int | None:
     """The max_epochs the best run's own remedy asks for ("raise max_epochs from 8 to 16")."""
     for remedy in (best or {}).get("remedies", []):
@@ -149,7 +128,7 @@ def next_sweep(
     (the best run's own more epochs, and the guide's against a share of over- or underfitting
     runs) move it from there.
     """
-    rows, notes = _on_best_data(rows)
+    rows, notes = on_best_data(rows)
     # A pruned run ended on its own terms (state finished) but never ran its course.
     finished = [
         r

@@ -239,3 +239,47 @@ def test_channels_that_norm_num_groups_does_not_divide_are_left_out():
     valid(cfg)
     assert [8, 16, 16] not in cfg["parameters"]["channels"]["values"]
     assert any("left out" in n for n in notes)
+
+
+def test_a_sweep_of_every_verdict_gives_a_valid_next_sweep_of_good_values_only():
+    """The families corpus (real runs' curves and configs: good, still improving, overfitting,
+    underfitting by lr, KL and capacity, pruned) plus one run made to diverge, placed on one
+    data setting as one sweep, judged by the analysis."""
+    import copy
+    import math
+
+    from corpus import load
+
+    from analysis.diagnose import Thresholds
+    from analysis.judge import judge, swept_params
+    from analysis.records import DATA_KEYS
+    from contract import metrics as M
+
+    records = [copy.deepcopy(e.record) for e in load("families")]
+    data = {k: records[0].config.get(k) for k in (*DATA_KEYS, "seed")}
+    for rec in records:
+        rec.config.update(data)
+        rec.sweep_id = "every"
+    diverged = copy.deepcopy(records[0])
+    diverged.run_id, diverged.state, diverged.exit_code = "diverged", "failed", 3
+    diverged.config["lr"] = 0.5
+    diverged.val[-1][M.VAL_RECON] = math.nan
+    diverged.summary[M.SUMMARY_DIVERGED] = True
+    rows = [j.row for j in judge([*records, diverged], Thresholds())]
+    verdicts = {r["verdict"] for r in rows}
+    assert {"good", "overfitting", "underfitting", "pruned", "diverged"} <= verdicts, verdicts
+
+    cfg, notes = next_sweep(rows, swept_params(rows), "next")
+    valid(cfg)
+    space = cfg["parameters"]
+    for key in (*DATA_KEYS, "seed"):
+        assert "values" not in space.get(key, {}) and "distribution" not in space.get(key, {})
+    good = [r for r in rows if r["verdict"] == "good"]
+    for key, spec in space.items():
+        if "values" not in spec:
+            continue
+        for value in spec["values"]:
+            # Offered: a good run's value, or one a remedy adds that no run had.
+            had = [r for r in rows if r["config"].get(key) == value]
+            assert not had or any(r in good for r in had), (key, value)
+    assert not offers(space.get("lr", {"value": 0.1}), 0.5)

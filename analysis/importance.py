@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from analysis.judge import on_best_data
 from contract import metrics as M
 
 MIN_RUNS = 3
@@ -33,7 +34,9 @@ def _distribution(values: list[Any]):
 def importance(
     rows: list[dict[str, Any]], params: list[str]
 ) -> tuple[dict[str, float] | None, str]:
-    """fANOVA importances of ``params`` for the best val loss; or None and why not."""
+    """fANOVA importances of ``params`` for the best val loss; or None and why not. Only the
+    runs on the best run's data count: losses on other data do not compare."""
+    rows, left_out = on_best_data(rows)
     done = [
         r
         for r in rows
@@ -88,4 +91,5 @@ def importance(
         )
     return {k: float(v) for k, v in result.items() if math.isfinite(v)}, (
         f"fANOVA (Optuna, seed 0) over {len(done)} finished runs, target: best {M.VAL_RECON}"
+        + "".join(f"; {n}" for n in left_out)
     )

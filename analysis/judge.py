@@ -21,15 +21,16 @@ from analysis.diagnose import (
     remedies,
     slow_epochs,
 )
-from analysis.records import RunRecord
+from analysis.records import FINISHED, RunRecord, data_group, data_words
 from contract import metrics as M
 
 # Config keys that say where things are, not how the model learns: never "swept".
 NOT_HYPERPARAMETERS = {"output_dir", "data_dir", "perceptual_weights_path", "num_workers"}
-# Config keys that change what a loss value means: runs are compared only when these agree.
-DATA_KEYS = ("data_source", "data_dir", "image_size", "spatial_dims", "in_channels", "recon_loss")
 # The local engine's state of a trial its pruner stopped.
 ENGINE_PRUNED = "PRUNED"
+# Verdicts of a run that ran its course and can be trusted as "the best run". Crashed, diverged,
+# pruned or too short runs never are, whatever their loss.
+HEALTHY = ("good", "overfitting", "underfitting")
 
 
 @dataclass
@@ -55,17 +56,13 @@ def _best(curves: Curves) -> float | None:
     return min(finite) if finite else None
 
 
-def _data_key(run: RunRecord) -> str:
-    return json.dumps([run.config.get(k) for k in DATA_KEYS], sort_keys=True, default=str)
-
-
 def contexts(runs: list[RunRecord], curves: list[Curves]) -> dict[str, SweepContext]:
     """The sweep's best and median best val for each data setting (losses compare only there)."""
     bests: dict[str, list[float]] = {}
     for run, c in zip(runs, curves, strict=True):
         b = _best(c)
         if b is not None:
-            bests.setdefault(_data_key(run), []).append(b)
+            bests.setdefault(data_group(run.config), []).append(b)
     return {
         k: SweepContext(best=min(v), median=statistics.median(v), runs=len(v))
         for k, v in bests.items()
@@ -135,7 +132,7 @@ def judge(runs: list[RunRecord], th: Thresholds) -> list[Judged]:
             run.summary.get(M.SUMMARY_DIVERGED) is True
             or run.summary.get(M.SUMMARY_STATUS) == M.STATUS_DIVERGED
         )
-        context = by_data.get(_data_key(run), SweepContext())
+        context = by_data.get(data_group(run.config), SweepContext())
         stop = stop_of(run, len(c.epochs))
         v = diagnose(c, run.state, th, context, flagged, run.exit_code, stop, references(run))
         early = stopped_early(run)
@@ -180,3 +177,39 @@ def swept_params(rows: list[dict[str, Any]]) -> list[str]:
             if not key.startswith("_") and key not in NOT_HYPERPARAMETERS:
                 values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
     return sorted(k for k, v in values.items() if len(v) > 1)
+
+
+def is_candidate(row: dict[str, Any]) -> bool:
+    """A run that may be called the best: finished, with a healthy verdict and a loss."""
+    return (
+        row["state"] == FINISHED
+        and row["verdict"] in HEALTHY
+        and row.get("engine_state") in (None, "COMPLETE")
+        and row["best_val_recon_loss"] is not None
+    )
+
+
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The lowest best validation loss among the candidates (rows come best first)."""
+    return next((r for r in rows if is_candidate(r)), None)
+
+
+def on_best_data(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs on the data of the sweep's best run (losses compare only there), and a line
+    saying which runs on other data were left out."""
+    ranked = sorted(
+        rows, key=lambda r: (r["best_val_recon_loss"] is None, r["best_val_recon_loss"] or 0.0)
+    )
+    anchor = best_run(ranked) or (ranked[0] if ranked else None)
+    if anchor is None:
+        return rows, []
+    group = data_group(anchor["config"])
+    kept = [r for r in rows if data_group(r["config"]) == group]
+    others = {data_group(r["config"]) for r in rows} - {group}
+    if not others:
+        return kept, []
+    return kept, [
+        f"built from the {len(kept)} runs on the best run's data ({data_words(anchor['config'])});"
+        f" {len(rows) - len(kept)} runs on {len(others)} other data left out: losses compare"
+        " only on the same data"
+    ]

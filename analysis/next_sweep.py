@@ -5,10 +5,14 @@ guide's remedies when many runs over- or underfit. A plain W&B sweep config (``w
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import Counter
 from typing import Any
 
 from analysis.diagnose import CAUSE_CAPACITY, CAUSE_KL, CAUSE_SLOW
+from analysis.judge import best_run, on_best_data
+from analysis.records import DATA_KEYS
 from contract import metrics as M
 from contract.config import DEFAULTS, FIELDS
 
@@ -18,6 +22,13 @@ MAX_CATEGORIES = 6
 # A remedy is applied when at least this share of the finished runs shows the problem.
 REMEDY_SHARE = 0.3
 NOT_CARRIED = {"output_dir"}
+# What the data is (and the seed) is kept from the best run, never searched: losses on other
+# data do not compare, and a lucky seed is no setting to tune.
+NEVER_SEARCHED = {*DATA_KEYS, "seed", *NOT_CARRIED}
+# Verdicts that judge a run's values bad: no value only such runs had is offered again.
+BAD = ("overfitting", "underfitting", "diverged")
+# The remedy of a run still improving (analysis.diagnose.remedies).
+MORE_EPOCHS = re.compile(r"still improving: raise max_epochs from \d+ to (\d+)")
 # Positive values spread over this factor or more (lr, kl_weight) are searched on a log scale.
 LOG_SPAN = 4
 
@@ -31,37 +42,93 @@ def _round(x: float) -> float:
     return float(f"{x:.3g}")
 
 
-def _range(key: str, top: list[Any], everything: list[Any]) -> dict[str, Any]:
+def _range(top: list[Any], everything: list[Any], bad: list[Any]) -> dict[str, Any]:
+    """Values or a range from the good runs ``top``; ``bad`` holds values only runs judged
+    bad had, never offered: a list leaves them out, a range stops halfway to them."""
     distinct = {json.dumps(v, sort_keys=True): v for v in everything}
     # A few values that repeat came from a list; values that never repeat were sampled.
     from_list = len(distinct) <= MAX_CATEGORIES and len(distinct) < len(everything)
     if from_list or not all(_is_number(v) for v in everything):
-        kept = {json.dumps(v, sort_keys=True): v for v in top}
-        # Keep a choice to make: add the next value the ranking liked.
-        for k, v in distinct.items():
-            if len(kept) >= 2:
-                break
-            kept.setdefault(k, v)
-        return {"values": list(kept.values())}
+        kept = list({json.dumps(v, sort_keys=True): v for v in top}.values())
+        return {"values": kept} if len(kept) > 1 else {"value": kept[0]}
     lo, hi = min(top), max(top)
+    below = max((v for v in bad if v < lo), default=None)
+    above = min((v for v in bad if v > hi), default=None)
     if all(isinstance(v, int) for v in everything):
-        return {"distribution": "int_uniform", "min": int(lo), "max": int(max(hi, lo + 1))}
+        low = lo if below is None else max(lo, below + 1)
+        high = max(hi, lo + 1) if above is None else max(lo, min(max(hi, lo + 1), above - 1))
+        if high == low:
+            return {"value": int(lo)}
+        return {"distribution": "int_uniform", "min": int(low), "max": int(high)}
     span = max(everything) / min(everything) if min(everything) > 0 else 0
     if span >= LOG_SPAN:
-        return {
-            "distribution": "log_uniform_values",
-            "min": _round(lo / 1.5),
-            "max": _round(hi * 1.5),
-        }
+        low, high = lo / 1.5, hi * 1.5
+        if below is not None:
+            low = max(low, math.sqrt(below * lo))
+        if above is not None:
+            high = min(high, math.sqrt(above * hi))
+        return {"distribution": "log_uniform_values", "min": _round(low), "max": _round(high)}
     pad = 0.1 * ((hi - lo) or abs(hi) or 1.0)
     low = lo - pad if lo - pad >= 0 or min(everything) < 0 else 0.0  # weights stay >= 0
-    return {"distribution": "uniform", "min": _round(low), "max": _round(hi + pad)}
+    high = hi + pad
+    if below is not None:
+        low = max(low, (below + lo) / 2)
+    if above is not None:
+        high = min(high, (above + hi) / 2)
+    if _round(low) == _round(high):
+        return {"value": lo}
+    return {"distribution": "uniform", "min": _round(low), "max": _round(high)}
+
+
+def _epochs_remedy(best: dict[str, Any] | None) -> int | None:
+    """The max_epochs the best run's own remedy asks for ("raise max_epochs from 8 to 16")."""
+    for remedy in (best or {}).get("remedies", []):
+        found = MORE_EPOCHS.search(remedy)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def _valid_architectures(parameters: dict[str, Any], notes: list[str]) -> None:
+    """Channel choices every norm_num_groups choice divides, and image_size divisible by
+    2**(levels-1) for each: combinations the trainer would refuse are never offered."""
+
+    def choices(key: str) -> list[Any]:
+        spec = parameters.get(key, {})
+        return spec["values"] if "values" in spec else [spec.get("value", DEFAULTS[key])]
+
+    groups, sizes = choices("norm_num_groups"), choices("image_size")
+    if not all(isinstance(v, int) for v in groups + sizes):
+        return
+    channels = choices("channels")
+    ok = [
+        ch
+        for ch in channels
+        if isinstance(ch, list)
+        and all(c % g == 0 for c in ch for g in groups)
+        and all(s % 2 ** (len(ch) - 1) == 0 for s in sizes)
+    ]
+    if ok and len(ok) < len(channels):
+        dropped = [ch for ch in channels if ch not in ok]
+        parameters["channels"] = {"values": ok} if len(ok) > 1 else {"value": ok[0]}
+        notes.append(
+            f"channels {dropped} left out: not divisible by norm_num_groups {groups}"
+            f" or image_size {sizes} not divisible by 2**(levels-1)"
+        )
 
 
 def next_sweep(
     rows: list[dict[str, Any]], params: list[str], name: str
 ) -> tuple[dict[str, Any], list[str]]:
-    """The sweep config and the list of what changed and why (sentences)."""
+    """The sweep config and the list of what changed and why (sentences).
+
+    Only the runs on the best run's data count (a line says which were left out). The next
+    sweep searches what this one searched, never a data key or ``seed``, with the values and
+    ranges of its good runs only; every other key keeps the best run's value; the remedies
+    (the best run's own more epochs, and the guide's against a share of over- or underfitting
+    runs) move it from there.
+    """
+    rows, notes = on_best_data(rows)
     # A pruned run ended on its own terms (state finished) but never ran its course.
     finished = [
         r
@@ -71,21 +138,39 @@ def next_sweep(
         and r["best_val_recon_loss"] is not None
     ]
     ranked = sorted(finished, key=lambda r: r["best_val_recon_loss"])
-    if ranked:
-        pool, top = finished, ranked[: max(3, len(ranked) // 4)]
-        notes = [f"ranges narrowed around the best {len(top)} of {len(finished)} finished runs"]
+    good = [r for r in ranked if r["verdict"] == "good"]
+    best_row = best_run(ranked)
+    if good:
+        pool, top = finished, good[: max(3, len(good) // 4)]
+        notes.append(
+            f"ranges narrowed around the best {len(top)} of {len(good)} good runs"
+            f" ({len(finished)} finished)"
+        )
+    elif best_row is not None:
+        pool, top = finished, [best_row]
+        notes.append(
+            f"no run judged good among {len(finished)} finished: the best run's values kept,"
+            " the remedies move them"
+        )
     else:  # nothing to learn from yet: keep what the sweep explored
         pool = top = rows
-        notes = ["no finished run with a validation loss yet: ranges kept as explored"]
-    best = (ranked or rows)[0]["config"] if rows else {}
+        notes.append("no finished run with a validation loss yet: ranges kept as explored")
+    best = (best_row or (ranked or rows)[0])["config"] if rows else {}
+    bad_rows = [r for r in rows if r["verdict"] in BAD]
     parameters: dict[str, Any] = {}
     for key in params:
-        if key not in FIELDS:
+        if key not in FIELDS or key in NEVER_SEARCHED:
             continue
         everything = [r["config"][key] for r in pool if key in r["config"]]
         picked = [r["config"][key] for r in top if key in r["config"]]
+        offered = {json.dumps(r["config"][key], sort_keys=True) for r in good if key in r["config"]}
+        bad = [
+            r["config"][key]
+            for r in bad_rows
+            if key in r["config"] and json.dumps(r["config"][key], sort_keys=True) not in offered
+        ]
         if picked:
-            parameters[key] = _range(key, picked, everything)
+            parameters[key] = _range(picked, everything, bad)
     for key, value in best.items():
         if (
             key in FIELDS
@@ -95,6 +180,11 @@ def next_sweep(
         ):
             parameters[key] = {"value": value}
 
+    epochs = _epochs_remedy(best_row)
+    if epochs is not None and "values" not in parameters.get("max_epochs", {}):
+        parameters["max_epochs"] = {"value": epochs}
+        notes.append(f"max_epochs raised to {epochs}: the best run was still improving")
+
     counts = Counter(r["verdict"] for r in finished)
     share = {v: c / len(finished) for v, c in counts.items()} if finished else {}
     if share.get("overfitting", 0) >= REMEDY_SHARE:
@@ -102,6 +192,7 @@ def next_sweep(
     if share.get("underfitting", 0) >= REMEDY_SHARE:
         under = [r for r in finished if r["verdict"] == "underfitting"]
         notes += _against_underfitting(parameters, best, under, len(finished))
+    _valid_architectures(parameters, notes)
 
     config = {
         "name": name,

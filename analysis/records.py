@@ -5,11 +5,13 @@ Everything after the adapters (diagnosis, report, next sweep) works on ``RunReco
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from contract import metrics as M
+from contract.config import DEFAULTS
 
 # Run states, W&B's words where W&B has one.
 FINISHED = "finished"
@@ -108,3 +110,39 @@ def merge(parts: list[RunRecord]) -> RunRecord:
     out.state, out.exit_code = last.state, last.exit_code
     out.notes.append(f"resumed: read from {len(parts)} pieces of the same run")
     return out
+
+
+# What makes two validation losses comparable: the same loss on the same validation images,
+# prepared the same way. Keys every source shares, then the keys that choose a source's
+# validation images: synthetic blobs draw the training images and then the validation ones
+# from one stream seeded by ``seed``; MNI152 spreads ``n_train + n_val`` slices through the
+# brain and takes every k-th for validation; a folder or a datalist is split by
+# ``val_fraction`` (unless it has its own train/ and val/ or a validation list), and its
+# images are scaled by ``intensity`` and fitted by ``fit``.
+DATA_COMMON = ("data_source", "spatial_dims", "in_channels", "image_size", "recon_loss")
+DATA_BY_SOURCE = {
+    "synthetic": ("seed", "n_train", "n_val"),
+    "mni152": ("n_train", "n_val", "fit"),
+    "folder": ("data_dir", "val_fraction", "intensity", "fit"),
+    "datalist": ("datalist", "val_fraction", "intensity", "fit"),
+}
+# Every key that can decide the data of a run, whatever its source: never a hyperparameter.
+DATA_KEYS = tuple(dict.fromkeys(DATA_COMMON + sum(DATA_BY_SOURCE.values(), ())))
+
+
+def data_keys(config: dict[str, Any]) -> tuple[str, ...]:
+    source = config.get("data_source", DEFAULTS["data_source"])
+    return DATA_COMMON + DATA_BY_SOURCE.get(source, DATA_KEYS)
+
+
+def data_group(config: dict[str, Any]) -> str:
+    """One string per "same data": runs compare their losses only when these are equal. A key
+    the run's config lacks (an older trainer) is the trainer's default."""
+    return json.dumps(
+        {k: config.get(k, DEFAULTS.get(k)) for k in data_keys(config)}, sort_keys=True
+    )
+
+
+def data_words(config: dict[str, Any]) -> str:
+    """The data of a run in words: ``data_source=folder, data_dir="tiles", intensity="minmax"``."""
+    return ", ".join(f"{k}={json.dumps(config.get(k, DEFAULTS.get(k)))}" for k in data_keys(config))

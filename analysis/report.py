@@ -20,7 +20,14 @@ from analysis import document as doc
 from analysis import interactive, plots
 from analysis.diagnose import VERDICTS, Thresholds
 from analysis.importance import importance
-from analysis.judge import NOT_HYPERPARAMETERS, Judged, swept_params
+from analysis.judge import (
+    HEALTHY,
+    NOT_HYPERPARAMETERS,
+    Judged,
+    best_run,
+    is_candidate,
+    swept_params,
+)
 from analysis.next_sweep import next_sweep
 from analysis.records import FINISHED, RunRecord, Unreadable
 from contract import metrics as M
@@ -39,9 +46,6 @@ TRIPLET_RUNS = 3
 # Epochs a triplet viewer steps through at most, evenly spaced from the first to the last: each
 # is an image embedded in the page.
 TRIPLET_FRAMES = 10
-# Verdicts of a run that ran its course and can be trusted as "the best run". Crashed, diverged,
-# pruned or too short runs never are, whatever their loss.
-HEALTHY = ("good", "overfitting", "underfitting")
 # The early termination's verdict, counted apart from the runs that ran their course.
 PRUNED = "pruned"
 
@@ -83,21 +87,6 @@ def sweep_label(
     if len(ids) == 1:
         return SweepLabel(one(ids[0]), names.get(ids[0]) or ids[0])
     return SweepLabel(f"{len(ids)} sweeps: " + ", ".join(map(one, ids)), fallback)
-
-
-def is_candidate(row: dict[str, Any]) -> bool:
-    """A run that may be called the best: finished, with a healthy verdict and a loss."""
-    return (
-        row["state"] == FINISHED
-        and row["verdict"] in HEALTHY
-        and row.get("engine_state") in (None, "COMPLETE")
-        and row["best_val_recon_loss"] is not None
-    )
-
-
-def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The lowest best validation loss among the candidates (rows come best first)."""
-    return next((r for r in rows if is_candidate(r)), None)
 
 
 def counts_line(rows: list[dict[str, Any]], unreadable: Sequence[Unreadable] = ()) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from analysis import document as doc
-from analysis import interactive, plots
+from analysis import interactive, plots, warm_start
 from analysis.diagnose import VERDICTS, Thresholds
 from analysis.importance import importance
 from analysis.judge import (
@@ -256,6 +256,15 @@ def _write(judged, out, label, th, top, fetch, engine, unreadable, notes) -> Non
 
     sweep_cfg, sweep_notes = failed.run("next_sweep.yaml", proposal, (None, []))
     if sweep_cfg is not None:
+        local = [(e.sweep_id, e.storage) for e in engine]
+        warm = failed.run(
+            "the warm start line",
+            lambda: warm_start.lines(sweep_cfg, rows, out / "next_sweep.yaml", local),
+            [],
+        )
+        sweep_notes = sweep_notes + warm
+        for line in warm:
+            print(line)
         (out / "next_sweep.yaml").write_text(
             "# Next sweep, from the analysis of " + label.heading + ":\n"
             + "".join(f"# - {n}\n" for n in sweep_notes)

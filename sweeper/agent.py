@@ -530,8 +530,12 @@ def print_best(sweep: st.Sweep) -> None:
     pick = max if sweep.goal == "maximize" else min
     top = pick(pool, key=lambda t: t.values[0])
     params = sweep.space.values(top.params)
+    origin = top.user_attrs.get("seeded_from")  # sweeper.warm.SEEDED_FROM: no run of its own
+    run = f"run {top.user_attrs.get(st.RUN_ID)}"
+    if origin:
+        run = f"seeded from sweep {origin['sweep']} trial {origin['trial']} run {origin['run_id']}"
     print(
-        f"[sweeper {sweep.id}] best: trial {top.number} run {top.user_attrs.get(st.RUN_ID)} "
+        f"[sweeper {sweep.id}] best: trial {top.number} {run} "
         f"{sweep.metric}={top.values[0]:.6g} {json.dumps(params)}",
         file=sys.stdout,
         flush=True,

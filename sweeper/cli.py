@@ -2,6 +2,7 @@
 
   validate FILE...                     check sweep files (exit 2 and one line per problem)
   create FILE [--name N] [--storage U] create (or reopen, by --name) a local sweep; prints its id
+         [--from OLD_ID [--from-storage U]]   seeded with OLD_ID's finished trials that fit
          [--max-retries N] [--heartbeat S] [--grace S]   how its agents handle faults
   agent ID [--count N] [--storage U]   run trials until the sweep's budget is spent
   status ID [--storage U]              trials by state, and the best so far
@@ -66,6 +67,18 @@ def _parser() -> argparse.ArgumentParser:
         help="agents on other hosts take over a trial whose heartbeat is older than this "
         "(default %(default)g); on the owner's host a live owner always keeps its trial",
     )
+    create.add_argument(
+        "--from",
+        dest="old",
+        metavar="OLD_ID",
+        help="start warm: the finished trials of this local sweep that fall inside the new "
+        "space seed it (they count toward run_cap, as W&B counts prior runs)",
+    )
+    create.add_argument(
+        "--from-storage",
+        metavar="URL",
+        help="where OLD_ID lives (default: the new sweep's storage)",
+    )
     agent = sub.add_parser("agent", help="run trials of a local sweep")
     agent.add_argument("sweep_id", metavar="ID")
     agent.add_argument("--count", type=int, help="stop after this many trials")
@@ -94,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         from sweeper.store import Settings
 
         settings = Settings(args.heartbeat, args.grace, args.max_retries).check()
-        return _create(args.file, args.name, args.storage, settings)
+        if args.from_storage and not args.old:
+            raise UserError("--from-storage names where --from OLD_ID lives: give --from too")
+        return _create(args.file, args.name, args.storage, settings, args.old, args.from_storage)
     if args.command == "agent":
         return _agent(args.sweep_id, args.count, args.storage, not args.no_fork_server)
     return _status(args.sweep_id, args.storage)
@@ -120,9 +135,9 @@ def _validate(files: list[str], local: bool) -> int:
     return 2 if failed else 0
 
 
-def _create(path: str, name: str | None, storage: str | None, settings) -> int:
-    from sweeper.space import local_problems
-    from sweeper.store import create_sweep, open_store
+def _create(path, name, storage, settings, old_id=None, old_storage=None) -> int:
+    from sweeper.space import build_space, local_problems
+    from sweeper.store import create_sweep, load_sweep, open_store
     from sweeper.validate import load_file, validate_sweep
 
     cfg, problems = load_file(path)
@@ -133,8 +148,36 @@ def _create(path: str, name: str | None, storage: str | None, settings) -> int:
             print(line, file=sys.stderr)
         raise UserError(problems[-1])
     store = open_store(storage)
-    print(create_sweep(store, Path(path).read_text(), cfg, path, name, settings))
+    seeds, said = None, []
+    if old_id:
+        from sweeper import warm
+
+        old_store = _existing_store(old_storage) if old_storage else store
+        old = load_sweep(old_store, old_id)
+        space, _ = build_space(cfg.get("parameters") or {}, path)
+
+        def seeds(sweep_id: str) -> list:
+            trials, line = warm.plan(cfg, space, old, sweep_id)
+            said.append(line)
+            return trials
+
+        # The plan's bad input (a budget the seeds would spend) is found before anything is made.
+        warm.plan(cfg, space, old, "the new sweep")
+    sweep_id = create_sweep(store, Path(path).read_text(), cfg, path, name, settings, seeds)
+    for line in said:
+        print(line, file=sys.stderr)
+    print(sweep_id)
     return 0
+
+
+def _existing_store(url: str):
+    """Open the storage of an old sweep, creating nothing where there is none."""
+    from sweeper.store import journal_path, open_store, sqlite_path
+
+    path = journal_path(url) or sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise UserError(f"--from-storage {url}: no such file")
+    return open_store(url)
 
 
 def _agent(sweep_id: str, count: int | None, storage: str | None, fork: bool) -> int:
@@ -151,6 +194,7 @@ def _agent(sweep_id: str, count: int | None, storage: str | None, fork: bool) ->
 def _status(sweep_id: str, storage: str | None) -> int:
     from optuna.trial import TrialState
 
+    from sweeper import warm
     from sweeper.agent import print_best
     from sweeper.store import load_sweep, open_store, sweep_done, tally
 
@@ -159,6 +203,7 @@ def _status(sweep_id: str, storage: str | None) -> int:
     t = tally(sweep)
     states = "  ".join(f"{s.name} {len(t.by_state(s))}" for s in TrialState)
     retries = sum(1 for x in t.trials if "retry_of" in x.user_attrs)
+    seeded = sum(1 for x in t.trials if warm.describe(x))
     print(f"sweep {sweep.id} ({sweep.name}) in {store.url}")
     engine = sweep.settings
     print(
@@ -166,7 +211,7 @@ def _status(sweep_id: str, storage: str | None) -> int:
         f"metric {sweep.metric} ({sweep.goal}); max_retries {engine.max_retries}, "
         f"heartbeat {engine.heartbeat:g} s, grace {engine.grace:g} s"
     )
-    print(f"trials: {states}  (retries {retries}, counted {len(t.counted)})")
+    print(f"trials: {states}  (retries {retries}, seeded {seeded}, counted {len(t.counted)})")
     print("finished" if sweep_done(sweep) else "not finished")
     for trial in t.trials:
         attrs = trial.user_attrs
@@ -174,6 +219,7 @@ def _status(sweep_id: str, storage: str | None) -> int:
         note = attrs.get("reason") or attrs.get("lost") or attrs.get("void") or ""
         if "retry_of" in attrs:
             note = f"retry of {attrs['retry_of']} {note}".strip()
+        note = warm.describe(trial) or note
         print(
             f"  trial {trial.number:>3} {trial.state.name:<8} run {attrs.get('run_id', '-'):<8} "
             f"{value:>10}  {note}".rstrip()

@@ -426,9 +426,11 @@ def create_sweep(
     source: str,
     name: str | None,
     settings: Settings | None = None,
+    seeds: Callable[[str], list[FrozenTrial]] | None = None,
 ) -> str:
     """A new sweep, or the existing one called ``name`` if its file is the same (its settings
-    stay those it was created with)."""
+    stay those it was created with). ``seeds(sweep_id)`` gives the finished trials of a warm
+    start, added before the sweep is ready for agents."""
     if name:
         for summary in store.storage.get_all_studies():
             if summary.user_attrs.get("name") != name:
@@ -452,6 +454,8 @@ def create_sweep(
         for point in points:
             study.enqueue_trial(point, user_attrs={GRID: True}, skip_if_exists=False)
         study.set_user_attr("grid_points", len(points))
+    if seeds is not None:
+        study.add_trials(seeds(sweep_id))
     # Written last: a sweep without its file is unfinished and agents refuse it.
     study.set_user_attr("sweep_yaml", text)
     return sweep_id

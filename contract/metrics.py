@@ -31,6 +31,14 @@ VAL_BEST_RECON = "val/best_recon_loss"
 # is (eval mode, decoding z_mu, no augmentation), so the train/validation gap means something:
 # the per-step TRAIN_RECON averages a moving model over augmented images.
 TRAIN_EVAL_RECON = "train/eval_recon_loss"
+# Reconstruction quality as MONAI measures it (trainer/quality.py), on the very reconstructions
+# of VAL_RECON: the mean PSNR (dB) and SSIM per validation image; SSIM where the image holds its
+# window, MS-SSIM where it holds its five scales (quality_keys). VAL_BEST_SSIM is the best
+# VAL_SSIM so far, a sweep metric to maximize.
+VAL_SSIM = "val/ssim"
+VAL_PSNR = "val/psnr"
+VAL_MS_SSIM = "val/ms_ssim"
+VAL_BEST_SSIM = "val/best_ssim"
 TIME_PER_EPOCH = "time_per_epoch"
 # Training phase only (steps and their logging, no validation): what bench/ compares.
 TRAIN_TIME_PER_EPOCH = "train_time_per_epoch"
@@ -46,17 +54,51 @@ PROGRESS_KEYS = (
     VAL_BEST_RECON,
     TRAIN_RECON,
     TRAIN_EVAL_RECON,
+    VAL_PSNR,
     TIME_PER_EPOCH,
     TRAIN_TIME_PER_EPOCH,
 )
+# After PROGRESS_KEYS, those the image size allows (quality_keys).
+PROGRESS_OPTIONAL_KEYS = (VAL_SSIM, VAL_BEST_SSIM, VAL_MS_SSIM)
 LOCAL_SWEEP_METRICS = (
     VAL_BEST_RECON,
-    *(k for k in PROGRESS_KEYS if k not in (EPOCH, VAL_BEST_RECON)),
+    *(k for k in PROGRESS_KEYS + PROGRESS_OPTIONAL_KEYS if k not in (EPOCH, VAL_BEST_RECON)),
 )
+# MONAI's SSIM window (its side, Gaussian sigma 1.5) and MS-SSIM's scales, each half the last.
+SSIM_WINDOW = 11
+MS_SSIM_SCALES = 5
+
+
+def quality_keys(image_size: int) -> tuple[str, ...]:
+    """The quality scores measured at this image side: PSNR always; SSIM once the side holds
+    the window; MS-SSIM once the side divided by 16 exceeds the window less one (MONAI's rule
+    for five scales: at least 176)."""
+    keys = [VAL_PSNR]
+    if image_size >= SSIM_WINDOW:
+        keys.append(VAL_SSIM)
+    if image_size // (MS_SSIM_SCALES - 1) ** 2 > SSIM_WINDOW - 1:
+        keys.append(VAL_MS_SSIM)
+    return tuple(keys)
+
+
+def progress_keys(image_size: int) -> tuple[str, ...]:
+    """A progress row's keys, in order, at this image side."""
+    scores = quality_keys(image_size)
+    extra = (VAL_SSIM, VAL_BEST_SSIM) if VAL_SSIM in scores else ()
+    return PROGRESS_KEYS + extra + tuple(k for k in scores if k == VAL_MS_SSIM)
+
 
 # What sweeps optimise: a plain best-so-far scalar, so the run summary holds the best value.
 SWEEP_METRIC = VAL_BEST_RECON
 SWEEP_GOAL = "minimize"
+# The way each metric a sweep may optimise improves; every other one is a loss (minimize).
+MAXIMIZED = frozenset({VAL_SSIM, VAL_PSNR, VAL_MS_SSIM, VAL_BEST_SSIM})
+
+
+def goal_of(metric: str) -> str:
+    """``maximize`` for a quality score, ``minimize`` for a loss or a time."""
+    return "maximize" if metric in MAXIMIZED else "minimize"
+
 
 # Summary keys the trainer sets when a run ends.
 SUMMARY_STATUS = "status"  # "finished", "stopped", "early_stopped", "preempted" or "diverged"

@@ -47,6 +47,10 @@ TRAINER_METRICS = (
     metrics.VAL_RECON,
     metrics.VAL_KL,
     metrics.VAL_BEST_RECON,
+    metrics.VAL_SSIM,
+    metrics.VAL_PSNR,
+    metrics.VAL_MS_SSIM,
+    metrics.VAL_BEST_SSIM,
     metrics.TIME_PER_EPOCH,
 )
 

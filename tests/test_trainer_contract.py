@@ -35,16 +35,24 @@ def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> N
 
     epoch_rows = run.rows_with(m.EPOCH)
     assert [row[m.EPOCH] for row in epoch_rows] == list(range(1, epochs + 1))
-    for key in (m.VAL_RECON, m.TIME_PER_EPOCH, m.VAL_BEST_RECON, m.TRAIN_EVAL_RECON):
+    per_epoch = (m.VAL_RECON, m.TIME_PER_EPOCH, m.VAL_BEST_RECON, m.TRAIN_EVAL_RECON)
+    for key in (*per_epoch, m.VAL_SSIM, m.VAL_PSNR, m.VAL_BEST_SSIM):
         assert [row[m.EPOCH] for row in run.rows_with(key)] == list(range(1, epochs + 1)), key
+    assert not run.rows_with(m.VAL_MS_SSIM)  # 16 pixels: too small for MS-SSIM's five scales
     for row in epoch_rows:
         assert row[m.TIME_PER_EPOCH] > 0
         assert row[m.VAL_BEST_RECON] <= row[m.VAL_RECON] + 1e-12
+        assert -1 <= row[m.VAL_SSIM] <= row[m.VAL_BEST_SSIM] <= 1
+        assert 0 < row[m.VAL_PSNR] < 100
         triplets = sorted(k[: -len("._type")] for k in row if k.endswith("._type"))
         assert triplets == [m.val_triplet_key(i) for i in range(n_triplets)]
         assert all(m.VAL_TRIPLET_PATTERN.match(k) for k in triplets)
     best = [row[m.VAL_BEST_RECON] for row in epoch_rows]
     assert best == sorted(best, reverse=True)  # best-so-far never rises
+    best_ssim = [row[m.VAL_BEST_SSIM] for row in epoch_rows]
+    assert best_ssim == sorted(best_ssim) and best_ssim[-1] == max(
+        row[m.VAL_SSIM] for row in epoch_rows
+    )
     assert not any(m.TRAIN_RECON in row for row in epoch_rows)  # no x-axis mixing
 
     x_axes = {d.get("name") or d.get("glob_name"): d.get("step_metric") for d in run.metrics}
@@ -59,6 +67,7 @@ def check_contract(run, epochs: int, steps_per_epoch: int, n_triplets: int) -> N
     assert set(FIELDS) <= set(run.config)
     assert isinstance(run.summary[m.VAL_BEST_RECON], float)
     assert run.summary[m.VAL_BEST_RECON] == min(best)
+    assert run.summary[m.VAL_BEST_SSIM] == best_ssim[-1]
     assert run.summary[m.SUMMARY_STATUS] == "finished"
     assert run.summary[m.SUMMARY_DIVERGED] is False
     assert run.summary[m.SUMMARY_EPOCHS] == epochs
@@ -99,8 +108,9 @@ def test_contract_2d_with_sweep_values(tmp_path: Path) -> None:
     progress = [json.loads(line) for line in (folder / "progress.jsonl").read_text().splitlines()]
     epoch_rows = run.rows_with(m.EPOCH)
     assert [p[m.EPOCH] for p in progress] == [1, 2]
-    assert all(tuple(p) == m.PROGRESS_KEYS for p in progress), "what the local engine reads"
-    assert [p[m.VAL_RECON] for p in progress] == [r[m.VAL_RECON] for r in epoch_rows]
+    assert all(tuple(p) == m.progress_keys(16) for p in progress), "what the local engine reads"
+    for key in (m.VAL_RECON, m.VAL_SSIM, m.VAL_PSNR, m.VAL_BEST_SSIM):
+        assert [p[key] for p in progress] == [r[key] for r in epoch_rows], key
     train_recon = [r[m.TRAIN_RECON] for r in run.rows_with(m.TRAIN_RECON)]
     for p, e in zip(progress, range(EPOCHS), strict=True):
         mean = sum(train_recon[e * STEPS_PER_EPOCH : (e + 1) * STEPS_PER_EPOCH]) / STEPS_PER_EPOCH
@@ -178,6 +188,15 @@ def test_train_eval_loss_is_measured_on_fixed_training_images_like_validation(
 
     last = runs.read_progress(folder)[-1]
     assert last[m.VAL_RECON] == pytest.approx(l1_decoding_z_mu(data.val), rel=1e-5)
+    # SSIM and PSNR of those very reconstructions, as MONAI's own metrics compute them.
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    with torch.no_grad():
+        recon = model.decode(model.encode(data.val)[0])
+    ssim = SSIMMetric(spatial_dims=2, data_range=1.0)(recon, data.val).mean().item()
+    assert last[m.VAL_SSIM] == pytest.approx(ssim, rel=1e-4)
+    psnr = PSNRMetric(max_val=1.0)(recon, data.val).mean().item()
+    assert last[m.VAL_PSNR] == pytest.approx(psnr, rel=1e-4)
     # min(n_val=3, n_train=16 // 16) image: the first, unaugmented.
     subset = data.train[[0]]
     assert last[m.TRAIN_EVAL_RECON] == pytest.approx(l1_decoding_z_mu(subset), rel=1e-5)

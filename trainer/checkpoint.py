@@ -63,6 +63,7 @@ class Position:
     step: int = 0  # optimizer steps so far = last train/step value
     best_val: float = float("inf")
     best_epoch: int = 0
+    best_ssim: float = float("-inf")  # best val/ssim so far (a checkpoint from before: -inf)
     epoch_seconds: float = 0.0  # time already spent in the unfinished epoch
     epoch_recon_sum: float = 0.0  # sum of train/recon_loss over the unfinished epoch's steps
     # The run's references (summary keys), measured once before the first step and kept here so

@@ -41,7 +41,7 @@ from contract.errors import (
     USER_ERROR_EXIT,
     UserError,
 )
-from trainer import checkpoint, hold, logger
+from trainer import checkpoint, hold, logger, quality
 from trainer import data as datasets
 from trainer.model import (
     build_discriminator,
@@ -251,6 +251,7 @@ class State:
     # Fixed training images whose loss is measured at each epoch's end exactly as validation's
     # (TRAIN_EVAL_RECON); see TRAIN_EVAL_SHARE for how many.
     train_eval_x: datasets.Split
+    quality: quality.Quality  # SSIM, PSNR (MS-SSIM) of validation's reconstructions
     n_steps: int
     # Online, a resumed run's summary holds the last train/step and epoch the server has; a
     # restart from an older checkpoint (after a hard kill) then re-trains those steps without
@@ -402,6 +403,7 @@ def setup(p: Prepared, run: wandb.Run, signals: Signals, tty: bool) -> State:
         train_eval_x=datasets.spread_subset(
             train_x, min(len(p.data.val), max(1, len(train_x) // TRAIN_EVAL_SHARE))
         ),
+        quality=quality.Quality(cfg.spatial_dims, cfg.image_size, device),
         n_steps=datasets.steps_per_epoch(len(train_x), cfg.batch_size),
         logged_step=logged_step,
         logged_epoch=logged_epoch,
@@ -522,12 +524,15 @@ def end_epoch(s: State) -> bool:
     validation loss is not finite."""
     cfg, pos, epoch = s.cfg, s.pos, s.epoch
     train_seconds = time.perf_counter() - s.started
-    val_recon, val_kl, train_eval, triplets = validate(s)
+    val_recon, val_kl, train_eval, scores, triplets = validate(s)
     if not all(math.isfinite(v) for v in (val_recon, val_kl, train_eval)):
         return False
     improved = val_recon < pos.best_val
     if improved:
         pos.best_val, pos.best_epoch = val_recon, epoch
+    if m.VAL_SSIM in scores:
+        pos.best_ssim = max(pos.best_ssim, scores[m.VAL_SSIM])
+        scores[m.VAL_BEST_SSIM] = pos.best_ssim
     seconds = time.perf_counter() - s.started
     pos.epoch, pos.batch, pos.epoch_seconds, pos.epoch_recon_sum = epoch, 0, 0.0, 0.0
     train_recon = s.epoch_recon / s.n_steps
@@ -539,6 +544,7 @@ def end_epoch(s: State) -> bool:
                 m.VAL_KL: val_kl,
                 m.VAL_BEST_RECON: pos.best_val,
                 m.TRAIN_EVAL_RECON: train_eval,
+                **scores,
                 m.TIME_PER_EPOCH: seconds,
                 m.TRAIN_TIME_PER_EPOCH: train_seconds,
                 **triplets,
@@ -551,8 +557,10 @@ def end_epoch(s: State) -> bool:
         m.VAL_BEST_RECON: pos.best_val,
         m.TRAIN_RECON: train_recon,
         m.TRAIN_EVAL_RECON: train_eval,
+        m.VAL_PSNR: scores[m.VAL_PSNR],
         m.TIME_PER_EPOCH: seconds,
         m.TRAIN_TIME_PER_EPOCH: train_seconds,
+        **{k: scores[k] for k in m.PROGRESS_OPTIONAL_KEYS if k in scores},
     }
     pos.rows.append(row)  # the checkpoint carries it: a kill before the append loses nothing
     save(s, s.folder / runs.LATEST)
@@ -586,6 +594,8 @@ def finish(s: State, status: str) -> None:
     if math.isfinite(pos.best_val):  # also in a resumed segment that finished no epoch
         run.summary[m.VAL_BEST_RECON] = pos.best_val
         run.summary[m.SUMMARY_BEST_EPOCH] = pos.best_epoch
+    if math.isfinite(pos.best_ssim):
+        run.summary[m.VAL_BEST_SSIM] = pos.best_ssim
     where = Path(run.dir).parent
     view = f"; view: wandb leet {where}; upload: wandb sync {where}" if run.offline else ""
     view = f"; {run.url}" if run.url else view
@@ -608,13 +618,15 @@ def diverged(s: State) -> int:
 @torch.no_grad()
 def validate(s: State):
     """Sample-weighted mean losses over the validation set (z_mu decoded), the same
-    reconstruction loss over the fixed training subset (not augmented), and the validation
-    triplets. One host sync for the three values."""
+    reconstruction loss over the fixed training subset (not augmented), SSIM, PSNR (MS-SSIM)
+    of the validation reconstructions, and the validation triplets. One host sync for all the
+    values."""
     cfg, val_x = s.cfg, s.val_x
     s.net.eval()
     cap = len(val_x) if cfg.max_val_triplets is None else min(cfg.max_val_triplets, len(val_x))
     recon_sum = torch.zeros((), device=s.device)
     kl_sum = torch.zeros((), device=s.device)
+    scores_sum = s.quality.zeros(s.device)
     triplets = {}
     for start, x in datasets.val_batches(val_x, cfg.batch_size, s.device):
         with autocast(s):
@@ -622,6 +634,7 @@ def validate(s: State):
             out = losses(x, recon, z_mu, z_sigma, cfg, s.perceptual)
         recon_sum += out["recon"] * len(x)
         kl_sum += out["kl"] * len(x)
+        scores_sum += s.quality.sums(x, recon)
         for j in range(min(len(x), cap - start)):
             what = f"validation sample {start + j}, epoch {s.epoch}"
             triplets[m.val_triplet_key(start + j)] = logger.triplet_image(x[j], recon[j], what)
@@ -630,9 +643,12 @@ def validate(s: State):
         with autocast(s):
             train_sum += recon_loss(x, forward(s.net, x, sample=False)[0], cfg) * len(x)
     s.net.train()
-    recon_sum, kl_sum, train_sum = torch.stack([recon_sum, kl_sum, train_sum]).tolist()
+    recon_sum, kl_sum, train_sum, *scores = torch.cat(
+        [torch.stack([recon_sum, kl_sum, train_sum]), scores_sum]
+    ).tolist()
     n_val, n_train = len(val_x), len(s.train_eval_x)
-    return recon_sum / n_val, kl_sum / n_val, train_sum / n_train, triplets
+    scores = {k: v / n_val for k, v in zip(s.quality.keys, scores, strict=True)}
+    return recon_sum / n_val, kl_sum / n_val, train_sum / n_train, scores, triplets
 
 
 @torch.no_grad()

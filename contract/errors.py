@@ -5,7 +5,11 @@ Bugs are not wrapped here; they keep their traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 
 # Exit statuses of ``python -m trainer``: the local engine and the analysis read them too.
@@ -29,8 +33,51 @@ class ConfigError(UserError):
         super().__init__(f"{key}={value!r}: {rule}")
 
 
+# How long a command that has decided its exit status waits for W&B's service (wandb-core) to
+# end. Its teardown can wait forever: wandb-core that missed the teardown message (seen after a
+# request to a server that refused) waits for it until this process has gone, while this
+# process waits for wandb-core to end. Past the deadline the service is stopped and the
+# command ends with the status it had decided.
+WANDB_TEARDOWN_S = 10.0
+SERVICE_STOP_S = 2.0
+
+
+def _wandb_service() -> object | None:
+    """The wandb-core process this process started (a ``subprocess.Popen``), if any."""
+    setup = sys.modules.get("wandb.sdk.wandb_setup")
+    connection = getattr(getattr(setup, "_singleton", None), "_connection", None)
+    return getattr(getattr(connection, "_proc", None), "_process", None)
+
+
+def end_wandb(code: int, deadline_s: float = WANDB_TEARDOWN_S) -> bool:
+    """Tear down W&B's service, if this process used one, within ``deadline_s``; past it,
+    stop the service. True when it ended in time (wandb is never imported here)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or not hasattr(wandb, "teardown"):
+        return True
+    service = _wandb_service()  # before teardown forgets it
+    ending = threading.Thread(target=wandb.teardown, kwargs={"exit_code": code}, daemon=True)
+    ending.start()
+    ending.join(deadline_s)
+    if not ending.is_alive():
+        return True
+    if service is not None:
+        service.terminate()
+        try:
+            service.wait(SERVICE_STOP_S)
+        except Exception:  # still there: it holds this command's stdout and stderr open
+            service.kill()
+    return False
+
+
+def _status(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
 def run_cli(main: Callable[[list[str] | None], int], prog: str) -> None:
-    """Run ``main``; turn a UserError into one line on stderr and exit status 2."""
+    """Run ``main``; turn a UserError into one line on stderr and exit status 2. The command
+    ends within a bounded time once its status is decided, whatever W&B's service does."""
+    leaving: SystemExit | None = None
     try:
         code = main(None)
     except UserError as exc:
@@ -38,4 +85,21 @@ def run_cli(main: Callable[[list[str] | None], int], prog: str) -> None:
         code = USER_ERROR_EXIT
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse's --help and usage errors
+        leaving, code = exc, _status(exc)
+    except Exception:  # a bug: its traceback, then the same bounded end
+        traceback.print_exc()
+        code = EXIT_CRASHED
+    try:
+        ended = end_wandb(code)
+    except KeyboardInterrupt:
+        ended = False
+    if not ended:
+        # wandb's own exit hook would wait on the service again: leave without it.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    if leaving is not None:
+        raise leaving
     sys.exit(code)

@@ -503,7 +503,7 @@ MIDWAY = """
 import json, os, subprocess, sys, time
 from pathlib import Path
 from analysis import wandb_api
-from contract.errors import UserError
+from contract.errors import UserError, run_cli
 
 stub_py, seed, tmp = sys.argv[1:4]
 port_file = Path(tmp, "port")
@@ -523,11 +523,17 @@ class StopsAfterListing:
         server.wait()
         return runs
 
-start = time.monotonic()
-try:
-    wandb_api.read_sweep("stub-entity/proj/sw1", workers=1, api=StopsAfterListing(), base_s=0.01)
-except UserError as exc:
-    print(json.dumps({"error": str(exc), "took": time.monotonic() - start}))
+def main(argv):
+    start = time.monotonic()
+    try:
+        wandb_api.read_sweep("stub-entity/proj/sw1", workers=1, api=StopsAfterListing(),
+                             base_s=0.01)
+    except UserError as exc:
+        print(json.dumps({"error": str(exc), "took": time.monotonic() - start}), flush=True)
+    return 0
+
+# The commands' own ending: W&B's service is torn down within a deadline.
+run_cli(main, "midway")
 """
 
 

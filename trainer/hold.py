@@ -7,8 +7,10 @@ trainer may be done before the signal lands, or not have started. With
 (after optimizer step N) or ``end:N`` (training over at epoch N, before the summary), the
 trainer reaching that point writes ``held`` into its run folder and waits, without training,
 until a stop or preemption signal arrives (then it acts on it as anywhere else) or a file
-``release`` appears there (then it goes on). It removes both files as it leaves. Each point is
-passed once per process. Unset, nothing changes: the loop compares one integer per step.
+``release`` appears there (then it goes on). It removes both files as it leaves, and prints a
+line ``test hold: held at KIND N`` that stays in its output: a signal that was already on its
+way lets the run through at once, too fast for anyone to see ``held``. Each point is passed
+once per process. Unset, nothing changes: the loop compares one integer per step.
 
 The variable is for tests only; agents pass it to their trials like any other.
 """
@@ -27,6 +29,7 @@ ENV = "VAE_SWEEPS_TEST_HOLD"
 HELD, RELEASE = "held", "release"
 POLL_SECONDS = 0.01
 KINDS = ("epoch", "step", "end")
+MARK = "test hold: held at "
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Hold:
         tmp = held.with_name(HELD + ".tmp")
         tmp.write_text(f"{kind} {at}\n")
         os.replace(tmp, held)  # whole when seen
+        print(f"{MARK}{kind} {at}", flush=True)
         while not (go_on() or release.exists()):
             time.sleep(POLL_SECONDS)
         held.unlink(missing_ok=True)

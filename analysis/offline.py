@@ -154,7 +154,9 @@ def parse_records(
         elif kind == "run":
             run = json.loads(line)["run"]
             rec.config.update(run.get("config", {}).get("update", {}))
-            rec.sweep_id = run.get("sweep_id") or None
+            # A W&B sweep's run records its sweep; a local sweep's trial its group (older
+            # local trials recorded the local sweep as sweep_id too).
+            rec.sweep_id = run.get("sweep_id") or run.get("run_group") or None
             rec.name = run.get("display_name") or run_id
         elif kind == "config":
             rec.config.update(json.loads(line)["config"].get("update", {}))

@@ -2,9 +2,10 @@
 how it ended; repeat until the sweep's budget is spent (or ``--count`` trials ran).
 
 A trial's process gets what ``wandb agent`` gives a run: the command with its macros
-rendered as wandb renders them, ``WANDB_SWEEP_ID``, ``WANDB_RUN_ID``,
+rendered as wandb renders them, ``WANDB_RUN_ID``,
 ``WANDB_SWEEP_PARAM_PATH`` (``key: {value: v}``, merged into ``run.config`` by
-``wandb.init``), plus ``WANDB_RUN_GROUP`` = the sweep id, and ``WANDB_MODE=offline`` unless the
+``wandb.init``), plus ``WANDB_RUN_GROUP`` = the sweep id (never ``WANDB_SWEEP_ID``: W&B refuses
+a run that names a sweep it does not have), and ``WANDB_MODE=offline`` unless the
 user chose a mode.
 
 The agent reads the trial's metric from ``<output_dir>/runs/<run_id>/progress.jsonl`` (one
@@ -156,10 +157,12 @@ def wrap(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def trial_env(sweep_id: str, run_id: str, param_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    # No WANDB_SWEEP_ID: W&B refuses a run that names a sweep it does not have, so a local
+    # trial's offline run would never upload (`wandb sync` says "sweep X not found"). The run
+    # group carries the local sweep's id instead; the analysis reads it from there.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SWEEP_ID"}
     env.setdefault("WANDB_MODE", "offline")
     env.update(
-        WANDB_SWEEP_ID=sweep_id,
         WANDB_RUN_ID=run_id,
         WANDB_SWEEP_PARAM_PATH=str(param_path),
         WANDB_RUN_GROUP=sweep_id,

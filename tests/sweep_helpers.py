@@ -42,7 +42,7 @@ except BlockingIOError:
 with open(args["ledger"], "a") as f:
     f.write(json.dumps({
         "run_id": run_id,
-        "sweep_id": os.environ["WANDB_SWEEP_ID"],
+        "sweep_id": os.environ.get("WANDB_SWEEP_ID"),
         "group": os.environ.get("WANDB_RUN_GROUP"),
         "mode": os.environ.get("WANDB_MODE"),
         "param_path": os.environ["WANDB_SWEEP_PARAM_PATH"],

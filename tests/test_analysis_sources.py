@@ -31,7 +31,7 @@ from conftest import PYTHON, REPO
 from wandb.errors import CommError
 
 from analysis import cli, wandb_api
-from analysis.offline import find_run_files, parse_records
+from analysis.offline import find_run_files, parse_records, read_folder
 from analysis.records import CRASHED, END_STEP, RUNNING
 from contract import metrics as M
 from contract.errors import UserError
@@ -557,3 +557,42 @@ def test_wbstub_server_that_stops_midway_is_not_waited_on_once_per_run(wbstub, t
     # The first run waits out the 3 s timeout; the two others are not asked at all (asking all
     # three would take at least 9 s).
     assert result["took"] < 9, result
+
+
+LOGS_ONE_ROW = "import wandb; run = wandb.init(project='proj'); run.log({'epoch': 1}); run.finish()"
+
+
+@needs_wbstub
+def test_a_local_trials_offline_run_uploads_with_wandb_sync(wbstub, tmp_path):
+    """W&B refuses a run that names a sweep it does not have (``sweep X not found``, and
+    ``wandb sync`` still exits 0): a local trial names none, and keeps its sweep as its group."""
+    from sweeper.agent import trial_env
+
+    stub, env = wbstub
+    params = tmp_path / "params.yaml"
+    params.write_text("lr:\n  value: 0.001\n")
+    folders = {}
+    for run_id, inherited in (("local1", {}), ("claims1", {"WANDB_SWEEP_ID": "abcd1234"})):
+        # The trial's environment as the local agent builds it, even from a shell that has a
+        # WANDB_SWEEP_ID of its own; the second run names the local sweep as older trials did.
+        base = {**env, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / run_id),
+                "WANDB_SWEEP_ID": "abcd1234"}  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in base.items():
+                mp.setenv(key, value)
+            trial = {**trial_env("abcd1234", run_id, params), **inherited}
+        subprocess.run([PYTHON, "-c", LOGS_ONE_ROW], env=trial, check=True, timeout=120)
+        (folders[run_id],) = (tmp_path / run_id / "wandb").glob("offline-run-*")
+        # ``--sweep ID`` finds it, new runs (by their group) and old ones (by sweep_id) alike.
+        (rec,) = read_folder(tmp_path / run_id, sweep="abcd1234")[0]
+        assert rec.run_id == run_id
+    for folder in folders.values():
+        done = subprocess.run([PYTHON, "-m", "wandb", "sync", "-p", "proj", str(folder)], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    uploaded = stub.backend.runs.get(("stub-entity", "proj", "local1"))
+    assert uploaded is not None, stub.backend.runs.keys()
+    assert "abcd1234" in json.dumps(uploaded)  # its group
+    # What the old environment did: the run names a sweep W&B does not have, and is lost.
+    assert ("stub-entity", "proj", "claims1") not in stub.backend.runs
+    assert stub.backend.unknown == []

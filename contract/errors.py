@@ -19,6 +19,7 @@ USER_ERROR_EXIT = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later (W&B requeues after mark_preempting)
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader has gone
 
 
 class UserError(Exception):
@@ -74,12 +75,21 @@ def _status(exc: SystemExit) -> int:
     return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
+def _closed_pipe() -> int:
+    """Piped into `head`: end quietly, as a Unix tool does. What is still buffered for the
+    closed pipe goes nowhere, so Python's own last flush cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_CLOSED_PIPE
+
+
 def run_cli(main: Callable[[list[str] | None], int], prog: str) -> None:
     """Run ``main``; turn a UserError into one line on stderr and exit status 2. The command
     ends within a bounded time once its status is decided, whatever W&B's service does."""
     leaving: SystemExit | None = None
     try:
         code = main(None)
+    except BrokenPipeError:
+        code = _closed_pipe()
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         code = USER_ERROR_EXIT
@@ -90,6 +100,10 @@ def run_cli(main: Callable[[list[str] | None], int], prog: str) -> None:
     except Exception:  # a bug: its traceback, then the same bounded end
         traceback.print_exc()
         code = EXIT_CRASHED
+    try:
+        sys.stdout.flush()  # a reader that has gone shows here, not at interpreter exit
+    except BrokenPipeError:
+        leaving, code = None, _closed_pipe()
     try:
         ended = end_wandb(code)
     except KeyboardInterrupt:

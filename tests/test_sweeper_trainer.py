@@ -75,7 +75,8 @@ def test_run_agent_local_two_agents_end_to_end(tmp_path):
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ended)
     for trial in ended:
         (run,) = offline_runs(tmp_path, trial.user_attrs["run_id"])
-        assert run.sweep_id == sweep_id
+        # The local sweep is the run's group; it names no W&B sweep (W&B would refuse it).
+        assert run.group == sweep_id and run.sweep_id is None
         assert run.config["lr"] == trial.params["lr"], "the sweep's values reach run.config"
         assert run.exit_code == 0
     logs = sorted((tmp_path / "logs").glob(f"agent-{sweep_id}-*.log"))
@@ -158,7 +159,7 @@ def test_hyperband_stops_a_bad_trial_with_sigterm_and_keeps_its_run(tmp_path):
     assert bad.user_attrs["exit_code"] == 0, "the trainer exits cleanly on SIGTERM"
     assert runs.read_exit(run_dir).status == m.STATUS_STOPPED
     (run,) = offline_runs(tmp_path, bad.user_attrs["run_id"])
-    assert run.exit_code == 0 and run.sweep_id == sweep_id
+    assert run.exit_code == 0 and run.group == sweep_id and run.sweep_id is None
     assert run.summary[m.SUMMARY_STATUS] == "stopped"
 
 

@@ -113,6 +113,7 @@ class OfflineRun:
     path: Path
     run_id: str = ""
     sweep_id: str | None = None
+    group: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +142,7 @@ def read_offline_run(path: Path) -> OfflineRun:
         if kind == "run":
             run.run_id = body["run_id"]
             run.sweep_id = body.get("sweep_id")
+            run.group = body.get("run_group")
             run.config.update(body.get("config", {}).get("update", {}))
         elif kind == "config":
             run.config.update(body.get("update", {}))

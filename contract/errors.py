@@ -57,7 +57,14 @@ def end_wandb(code: int, deadline_s: float = WANDB_TEARDOWN_S) -> bool:
     if wandb is None or not hasattr(wandb, "teardown"):
         return True
     service = _wandb_service()  # before teardown forgets it
-    ending = threading.Thread(target=wandb.teardown, kwargs={"exit_code": code}, daemon=True)
+
+    def teardown() -> None:
+        # A service already gone (stopped with a cancelled job) leaves nothing to tear down:
+        # its lost connection is no error of this command's.
+        with contextlib.suppress(Exception):
+            wandb.teardown(exit_code=code)
+
+    ending = threading.Thread(target=teardown, daemon=True)
     ending.start()
     ending.join(deadline_s)
     if not ending.is_alive():

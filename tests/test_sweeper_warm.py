@@ -28,7 +28,7 @@ def discrete(tmp_path, name: str, xs: list[float], run_cap: int):
 
 def ledger(tmp_path, sweep_id: str) -> list[float]:
     lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
-    return [r["x"] for r in map(json.loads, lines) if r["sweep_id"] == sweep_id]
+    return [r["x"] for r in map(json.loads, lines) if r["group"] == sweep_id]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
